@@ -1,0 +1,46 @@
+# podium's single entry point. Every target works on a fresh Debian/Ubuntu machine as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-venv python3-dev gcc libcap-dev libseccomp-dev busybox-static \
+	iproute2 nftables runc crun procps
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-unit test-integration demo bench lint clean
+
+setup: $(STAMP)
+
+# Install only what is missing, so a second `make setup` is quick.
+$(STAMP): pyproject.toml
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -q tests/integration
+
+demo: setup
+	$(PY) -m runtime.demo
+
+bench: setup
+	$(PY) bench/container_start.py
+
+lint: setup
+	$(PY) -m ruff check runtime tests bench
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info

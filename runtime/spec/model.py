@@ -1,0 +1,208 @@
+"""The runtime's one internal form of a container's configuration.
+
+OCI ``config.json`` (or a spec built in code by the agent) is converted into these
+frozen dataclasses once, by ``runtime.spec.convert``, and checked by
+``runtime.spec.validate``; every later step reads only this form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Docker's default capability set: what a container's root keeps.
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+# runc's defaults: paths that leak host information or allow host changes.
+DEFAULT_MASKED_PATHS: tuple[str, ...] = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+
+DEFAULT_READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    umask: int | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Capability names (``CAP_*``) per set."""
+
+    bounding: frozenset[str] = frozenset(DEFAULT_CAPABILITIES)
+    effective: frozenset[str] = frozenset(DEFAULT_CAPABILITIES)
+    inheritable: frozenset[str] = frozenset()
+    permitted: frozenset[str] = frozenset(DEFAULT_CAPABILITIES)
+    ambient: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    type: str  # "RLIMIT_NOFILE"
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class Process:
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    cwd: str = "/"
+    user: User = User()
+    capabilities: Capabilities | None = Capabilities()  # None: leave them as they are
+    rlimits: tuple[Rlimit, ...] = ()
+    no_new_privileges: bool = False
+    terminal: bool = False
+    oom_score_adj: int | None = None
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """An overlayfs root: read-only image layers (top first) under a private upper dir."""
+
+    lower: tuple[Path, ...]
+    upper: Path
+    work: Path
+
+
+@dataclass(frozen=True)
+class Root:
+    path: Path  # absolute; for an overlay root, the directory it is mounted on
+    readonly: bool = False
+    overlay: Overlay | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    destination: str  # absolute path inside the container
+    type: str = ""  # "proc", "tmpfs", "bind", ... ("" for a bind mount)
+    source: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    type: str  # "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"
+    path: str | None = None  # join this namespace instead of creating one
+
+
+@dataclass(frozen=True)
+class IDMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Memory:
+    limit: int | None = None  # bytes
+    swap: int | None = None  # memory + swap, bytes (OCI's meaning); -1 unlimited
+    reservation: int | None = None
+
+
+@dataclass(frozen=True)
+class Cpu:
+    shares: int | None = None  # v1 cpu.shares (2..262144); mapped to cpu.weight on v2
+    quota: int | None = None  # microseconds per period; -1 unlimited
+    period: int | None = None  # microseconds
+    cpus: str | None = None  # cpuset list "0-1"
+    mems: str | None = None
+
+
+@dataclass(frozen=True)
+class Pids:
+    limit: int | None = None  # -1 or 0: unlimited
+
+
+@dataclass(frozen=True)
+class DeviceRule:
+    """A linux.resources.devices entry (allow or deny access to device numbers)."""
+
+    allow: bool
+    type: str = "a"  # "a", "c", "b"
+    major: int | None = None  # None: any
+    minor: int | None = None
+    access: str = "rwm"
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: Memory = Memory()
+    cpu: Cpu = Cpu()
+    pids: Pids = Pids()
+    devices: tuple[DeviceRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Device:
+    """A linux.devices entry: a device node created in the container's /dev."""
+
+    path: str
+    type: str  # "c", "b", "u", "p"
+    major: int
+    minor: int
+    file_mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    oci_version: str
+    process: Process
+    root: Root
+    hostname: str | None = None
+    domainname: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    namespaces: tuple[Namespace, ...] = ()
+    uid_mappings: tuple[IDMapping, ...] = ()
+    gid_mappings: tuple[IDMapping, ...] = ()
+    resources: Resources = Resources()
+    cgroups_path: str | None = None
+    masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS
+    readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS
+    sysctl: dict[str, str] = field(default_factory=dict)
+    devices: tuple[Device, ...] = ()
+    rootfs_propagation: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def namespace(self, ns_type: str) -> Namespace | None:
+        for ns in self.namespaces:
+            if ns.type == ns_type:
+                return ns
+        return None

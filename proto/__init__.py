@@ -1,0 +1,1 @@
+"""podium's protobuf API: the .proto files and their generated Python modules."""

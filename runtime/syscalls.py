@@ -12,7 +12,6 @@ no test needs to watch them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -98,10 +97,13 @@ class Syscalls(Protocol):
     def pivot_root(self, new_root: str, put_old: str) -> None: ...
     def sethostname(self, name: str) -> None: ...
     def setdomainname(self, name: str) -> None: ...
+    def mknod(self, path: str, mode: int, device: int) -> None: ...
+    def chown(self, path: str, uid: int, gid: int) -> None: ...
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The C library this process already has loaded; find_library would run ldconfig.
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class LinuxSyscalls:
@@ -150,6 +152,12 @@ class LinuxSyscalls:
         raw = name.encode()
         self._check(self._libc.setdomainname(raw, ctypes.c_size_t(len(raw))), "setdomainname")
 
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        os.mknod(path, mode, device)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
 
 @dataclass
 class RecordingSyscalls:
@@ -189,6 +197,12 @@ class RecordingSyscalls:
 
     def setdomainname(self, name: str) -> None:
         self._record("setdomainname", name)
+
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        self._record("mknod", path, mode, device)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        self._record("chown", path, uid, gid)
 
     def names(self) -> list[str]:
         return [str(call[0]) for call in self.calls]

@@ -59,6 +59,7 @@ _PROPAGATION: dict[str, int] = {
 _BARE_DATA_OPTIONS = frozenset({"newinstance", "nouuid", "userxattr", "redirect_dir=on"})
 
 PROPAGATION_NAMES = frozenset(_PROPAGATION)
+OPTION_NAMES = frozenset(_FLAGS) | PROPAGATION_NAMES
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""``create``: build everything of a container and leave its init blocked before exec.
+
+The caller forks the two stages of ``runtime.init`` and waits on the set-up channel
+until the init says ``ready`` (or fails). On any failure everything made so far —
+the init process, the cgroup, the state directory — is removed again before the
+error is raised: a failed create leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime import channel
+from runtime import syscalls as sc
+from runtime.cgroups.base import Cgroup, CgroupDriver
+from runtime.errors import ConfigError, SetupError
+from runtime.init import InitPlan, run_stage1
+from runtime.processes import reap, signal_pid
+from runtime.spec.model import ContainerConfig, IDMapping
+from runtime.state import State, StateStore, Status, pid_start_time, write_atomic
+
+Stdio = tuple[int | None, int | None, int | None]
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    stdio: Stdio = (None, None, None)  # fds for the init's 0, 1, 2; None inherits the caller's
+    pid_file: Path | None = None
+    cgroup_parent: str = "podium"
+    bundle: Path | None = None  # recorded in the state; the spec may be built in code
+
+
+def cgroup_path_for(config: ContainerConfig, container_id: str, parent: str) -> str:
+    if config.cgroups_path:
+        return config.cgroups_path.strip("/")
+    return f"{parent.strip('/')}/{container_id}"
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def create(
+    store: StateStore,
+    driver: CgroupDriver,
+    sys: sc.Syscalls,
+    container_id: str,
+    config: ContainerConfig,
+    options: CreateOptions,
+) -> State:
+    if config.namespace("mount") is None:
+        raise ConfigError("linux.namespaces", "podium needs a mount namespace "
+                                              "(it pivots into the container's root)")
+    if config.process.terminal:
+        raise ConfigError("process.terminal",
+                          "true needs a console socket; set it to false to use plain stdio")
+    state_dir = store.reserve(container_id)
+    cgroup: Cgroup | None = None
+    init_pid = 0
+    try:
+        os.mkfifo(state_dir / "exec.fifo", 0o622)
+        cgroup = driver.cgroup(cgroup_path_for(config, container_id, options.cgroup_parent))
+        cgroup.create()
+        cgroup.apply(config.resources)
+        init_pid = _fork_init(config, cgroup, state_dir, options.stdio, sys)
+        state = State(
+            id=container_id,
+            status=Status.CREATED,
+            bundle=str(options.bundle or ""),
+            oci_version=config.oci_version,
+            pid=init_pid,
+            pid_start=pid_start_time(init_pid) or 0,
+            created=now_rfc3339(),
+            cgroup_path=cgroup.path,
+            rootfs=str(config.root.path),
+            annotations=dict(config.annotations),
+        )
+        store.save(state)
+        if options.pid_file is not None:
+            pid_file = options.pid_file if options.pid_file.is_absolute() \
+                else Path.cwd() / options.pid_file
+            write_atomic(pid_file, str(init_pid))
+        return state
+    except BaseException:
+        _undo(init_pid, cgroup)
+        store.remove(container_id)
+        raise
+
+
+def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: Stdio,
+               sys: sc.Syscalls) -> int:
+    join_fds: list[tuple[int, int]] = []
+    unshare_flags = 0
+    opened: list[int] = []
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    user_r, user_w = os.pipe2(os.O_CLOEXEC)
+    state_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    opened += [sync_r, sync_w, user_r, user_w, state_fd]
+    try:
+        # The user namespace is joined first: the others belong to it.
+        for ns in sorted(config.namespaces, key=lambda n: n.type != "user"):
+            flag = sc.NAMESPACE_FLAGS[ns.type]
+            if ns.path is None:
+                unshare_flags |= flag
+                continue
+            try:
+                fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise ConfigError(f"linux.namespaces[{ns.type}].path",
+                                  f"{ns.path}: {e.strerror}") from None
+            opened.append(fd)
+            join_fds.append((fd, flag))
+        mount_ns = config.namespace("mount")
+        plan = InitPlan(
+            config=config, cgroup=cgroup, join_fds=join_fds, unshare_flags=unshare_flags,
+            state_dir_fd=state_fd, sync_fd=sync_w, userns_fd=user_r, stdio=stdio,
+            setup_rootfs=mount_ns is not None and mount_ns.path is None,
+        )
+        stage1 = os.fork()
+        if stage1 == 0:
+            os.close(sync_r)
+            os.close(user_w)
+            run_stage1(plan, sys)
+        os.close(sync_w)
+        opened.remove(sync_w)
+        return _await_ready(config, stage1, sync_r, user_w)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _await_ready(config: ContainerConfig, stage1: int, sync_r: int, user_w: int) -> int:
+    init_pid = 0
+    stage1_reaped = False
+    try:
+        for message in channel.messages(sync_r):
+            if "userns" in message:
+                _write_id_maps(message["userns"], config)
+                os.write(user_w, b"1")
+            elif "pid" in message:
+                init_pid = message["pid"]
+                reap(stage1)
+                stage1_reaped = True
+            elif "error" in message:
+                raise SetupError(message["error"])
+            elif message.get("ready"):
+                return init_pid
+        raise SetupError("container init exited during set-up without saying why")
+    except BaseException:
+        _undo(init_pid, None)
+        raise
+    finally:
+        if not stage1_reaped:
+            # After a failure stage 1 may still wait for us: end it, then reap it.
+            signal_pid(stage1, signal.SIGKILL)
+            reap(stage1)
+
+
+def _write_id_maps(pid: int, config: ContainerConfig) -> None:
+    def lines(maps: tuple[IDMapping, ...]) -> str:
+        return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+
+    for name, maps in (("uid_map", config.uid_mappings), ("gid_map", config.gid_mappings)):
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(lines(maps))
+        except OSError as e:
+            raise SetupError(f"writing {name} for the user namespace: {e.strerror}") from None
+
+
+def _undo(init_pid: int, cgroup: Cgroup | None) -> None:
+    if init_pid:
+        signal_pid(init_pid, signal.SIGKILL)
+        reap(init_pid)
+    if cgroup is not None:
+        cgroup.remove()

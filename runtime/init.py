@@ -1,0 +1,204 @@
+"""What the two forked stages of a container's start do, in the order they do it.
+
+Stage 1 (a child of the caller) joins the container's cgroup, joins or creates its
+namespaces, and forks stage 2. A new PID namespace only takes effect for the
+children of the process that made it, so stage 2 — the container's init, PID 1
+inside — must be a fork of stage 1. Stage 1 reports stage 2's PID and exits, so
+the init is re-parented to the caller's nearest subreaper: the caller owns it.
+
+Stage 2 sets the hostname and sysctls, builds the root filesystem and pivots into
+it, sets the process's identity and privileges, reports ``ready``, and blocks
+opening ``exec.fifo`` until ``start`` opens the other end. Then it execs.
+
+Both stages run only code that was imported before the fork, and leave with
+``os._exit`` so nothing of the caller (atexit handlers, buffers) runs twice.
+docs/runtime.md walks through these steps with the system calls in order.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys as _sys
+import traceback
+from dataclasses import dataclass
+
+from runtime import channel
+from runtime import syscalls as sc
+from runtime.cgroups.base import Cgroup
+from runtime.errors import SetupError
+from runtime.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
+from runtime.security import apply_identity_and_privileges, apply_rlimits
+from runtime.spec.model import ContainerConfig, Process
+
+
+@dataclass
+class InitPlan:
+    """Everything the stages need, prepared by the caller before it forks."""
+
+    config: ContainerConfig
+    cgroup: Cgroup | None
+    join_fds: list[tuple[int, int]]  # (fd of /proc/.../ns/X, CLONE_NEW* flag), user first
+    unshare_flags: int  # namespaces to create (CLONE_NEWUSER handled first, separately)
+    state_dir_fd: int  # O_PATH fd of the container's state directory (for exec.fifo)
+    sync_fd: int  # write end of the set-up channel
+    userns_fd: int  # read end: the caller says "go" once ID maps are written; -1 if unused
+    stdio: tuple[int | None, int | None, int | None]
+    setup_rootfs: bool  # False when joining an existing mount namespace
+
+
+def run_stage1(plan: InitPlan, sys: sc.Syscalls) -> None:
+    """Runs in the first child; never returns."""
+    code = 1
+    try:
+        redirect_stdio(plan.stdio)
+        if plan.cgroup is not None:
+            plan.cgroup.add(os.getpid())
+        for fd, flag in plan.join_fds:
+            sys.setns(fd, flag)
+            os.close(fd)
+        flags = plan.unshare_flags
+        if flags & sc.CLONE_NEWUSER:
+            sys.unshare(sc.CLONE_NEWUSER)
+            channel.send(plan.sync_fd, userns=os.getpid())
+            if os.read(plan.userns_fd, 1) != b"1":
+                raise SetupError("caller did not write the user namespace's ID maps")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            flags &= ~sc.CLONE_NEWUSER
+        if flags:
+            sys.unshare(flags)
+        pid = os.fork()
+        if pid == 0:
+            run_stage2(plan, sys)
+        channel.send(plan.sync_fd, pid=pid)
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - every failure must reach the caller
+        report_error(plan.sync_fd, e)
+    os._exit(code)
+
+
+def run_stage2(plan: InitPlan, sys: sc.Syscalls) -> None:
+    """The container's init; never returns: it execs the user's program or exits."""
+    try:
+        config = plan.config
+        os.setsid()
+        if config.hostname is not None:
+            sys.sethostname(config.hostname)
+        if config.domainname is not None:
+            sys.setdomainname(config.domainname)
+        for key, value in config.sysctl.items():
+            _write_sysctl(key, value)
+        if plan.setup_rootfs:
+            prepare_rootfs(config, sys)
+            enter_rootfs(config, sys)
+            finish_rootfs(config, sys)
+        process = config.process
+        enter_cwd(process.cwd)
+        path = resolve_executable(process)
+        if process.oom_score_adj is not None:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(process.oom_score_adj))
+        apply_rlimits(process.rlimits)
+        apply_identity_and_privileges(process)
+        channel.send(plan.sync_fd, ready=True)
+        os.close(plan.sync_fd)
+        # Blocks until `start` opens the fifo's read end.
+        fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=plan.state_dir_fd)
+        os.close(plan.state_dir_fd)
+        os.write(fifo, b"0")
+        os.close(fifo)
+    except BaseException as e:  # noqa: BLE001
+        report_error(plan.sync_fd, e)
+        os._exit(1)
+    try:
+        os.execve(path, list(process.args), environ_of(process))
+    except OSError as e:
+        # Started already: the caller is gone, stderr is all there is.
+        os.write(2, f"podium: exec {path}: {e.strerror}\n".encode())
+        os._exit(127 if e.errno == 2 else 126)
+
+
+def redirect_stdio(stdio: tuple[int | None, int | None, int | None]) -> None:
+    for target, fd in enumerate(stdio):
+        if fd is not None and fd != target:
+            os.dup2(fd, target)
+
+
+def report_error(fd: int, error: BaseException) -> None:
+    if isinstance(error, SetupError):
+        message = str(error)
+    elif isinstance(error, OSError):
+        # The seam's errors already read "mount X on Y: Permission denied".
+        message = error.strerror or str(error)
+        if error.filename and str(error.filename) not in message:
+            message = f"{message}: {error.filename}"
+    else:
+        message = "".join(traceback.format_exception_only(type(error), error)).strip()
+    try:
+        channel.send(fd, error=message)
+    except OSError:
+        _sys.stderr.write(message + "\n")
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise SetupError(f"sysctl {key}={value}: {e.strerror}") from None
+
+
+def enter_cwd(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        # Like Docker's WORKDIR: a missing working directory is made.
+        try:
+            os.makedirs(cwd, mode=0o755)
+            os.chdir(cwd)
+        except OSError as e:
+            raise SetupError(f"cwd {cwd}: {e.strerror}") from None
+    except OSError as e:
+        raise SetupError(f"cwd {cwd}: {e.strerror}") from None
+
+
+def environ_of(process: Process) -> dict[str, str]:
+    env = {}
+    for item in process.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def resolve_executable(process: Process) -> str:
+    """Find args[0] inside the container, as execvp would, so a missing program fails
+    at ``create`` with the message runc gives, not later in the dark."""
+    name = process.args[0]
+    if "/" in name:
+        _check_executable(name)
+        return name
+    search = environ_of(process).get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    for directory in search.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return candidate
+    raise SetupError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _check_executable(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SetupError(f"exec: {path}: no such file or directory") from None
+    except OSError as e:
+        raise SetupError(f"exec: {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SetupError(f"exec: {path}: is a directory")
+    if not st.st_mode & 0o111:
+        raise SetupError(f"exec: {path}: permission denied")

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3-venv python3-dev gcc libcap-dev libseccomp-dev busybox-static \
-	iproute2 nftables runc crun procps
+	iproute2 nftables runc crun procps docker-registry skopeo
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test test-unit test-integration demo bench lint clean
@@ -33,7 +33,7 @@ test-integration: setup
 	$(PY) -m pytest -q tests/integration
 
 demo: setup
-	$(PY) -m runtime.demo
+	bash deploy/demo.sh
 
 bench: setup
 	$(PY) bench/container_start.py

@@ -15,6 +15,7 @@ from runtime.cgroups import CgroupStats, detect
 from runtime.cgroups.base import Cgroup, CgroupDriver
 from runtime.create import CreateOptions, Stdio, create
 from runtime.delete import delete
+from runtime.errors import IllegalTransition
 from runtime.exec import exec_process
 from runtime.kill import kill
 from runtime.spec import ContainerConfig, load_bundle, validate
@@ -93,7 +94,7 @@ class Runtime:
             frozen = cgroup.exists() and cgroup.is_frozen()
         return self.store.load(container_id, frozen=frozen)
 
-    def list(self) -> list[State]:
+    def containers(self) -> list[State]:
         states = []
         for container_id in self.store.ids():
             try:
@@ -120,7 +121,8 @@ class Runtime:
     def resume(self, container_id: str) -> State:
         state = self.state(container_id)
         if state.status is not Status.PAUSED:
-            check_transition(container_id, state.status, Status.PAUSED, "resume")
+            raise IllegalTransition(f"container {container_id} is {state.status.value}: "
+                                    "cannot resume it (it is not paused)")
         self._cgroup(state).thaw()
         return replace(state, status=Status.RUNNING)
 

@@ -15,9 +15,9 @@ from runtime import channel
 from runtime import syscalls as sc
 from runtime.cgroups.base import Cgroup
 from runtime.create import Stdio
-from runtime.processes import reap, signal_pid
 from runtime.errors import IllegalTransition, SetupError
 from runtime.init import enter_cwd, environ_of, redirect_stdio, report_error, resolve_executable
+from runtime.processes import reap, signal_pid
 from runtime.security import apply_identity_and_privileges, apply_rlimits
 from runtime.spec.model import Process
 from runtime.state import State, Status

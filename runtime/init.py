@@ -31,6 +31,8 @@ from runtime.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
 from runtime.security import apply_identity_and_privileges, apply_rlimits
 from runtime.spec.model import ContainerConfig, Process
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 @dataclass
 class InitPlan:
@@ -179,7 +181,7 @@ def resolve_executable(process: Process) -> str:
     if "/" in name:
         _check_executable(name)
         return name
-    search = environ_of(process).get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    search = environ_of(process).get("PATH", DEFAULT_PATH)
     for directory in search.split(":"):
         candidate = os.path.join(directory or ".", name)
         try:

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ MAX_ID_LENGTH = 1024
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     CREATING = "creating"
     CREATED = "created"
     RUNNING = "running"

@@ -115,9 +115,9 @@ def _wait_forwarding_signals(pid: int) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from runtime.cli.process import exec_process_from_args
-
     import prctl
+
+    from runtime.cli.process import exec_process_from_args
 
     prctl.set_child_subreaper(1)
     rt = _runtime(args)
@@ -131,7 +131,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    states = _runtime(args).list()
+    states = _runtime(args).containers()
     if args.quiet:
         for s in states:
             print(s.id)

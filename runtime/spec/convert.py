@@ -176,11 +176,7 @@ def convert(data: object, bundle: Path) -> Converted:
         raise ConfigError("root.path", "missing")
     root = Root(path=(bundle / root_path).resolve() if not root_path.is_absolute() else root_path,
                 readonly=root_r.get("readonly", bool, False))
-    mounts = tuple(
-        Mount(destination=m.get("destination", str, ""), type=m.get("type", str, ""),
-              source=m.get("source", str, ""), options=m.strings("options"))
-        for m in top.children("mounts", _MOUNT)
-    )
+    mounts = tuple(_mount(m, bundle) for m in top.children("mounts", _MOUNT))
     annotations = top.get("annotations", dict, {})
     for key, value in annotations.items():
         if not isinstance(value, str):
@@ -197,6 +193,18 @@ def convert(data: object, bundle: Path) -> Converted:
     if top.has("linux"):
         config = _linux(top.child("linux", _LINUX), config)
     return Converted(config, tuple(top.warnings))
+
+
+def _mount(m: _Reader, bundle: Path) -> Mount:
+    options = m.strings("options")
+    source = m.get("source", str, "")
+    mount_type = m.get("type", str, "")
+    # The spec: a bind mount's relative source is relative to the bundle.
+    if source and not source.startswith("/") and (
+            mount_type == "bind" or "bind" in options or "rbind" in options):
+        source = str(bundle / source)
+    return Mount(destination=m.get("destination", str, ""), type=mount_type, source=source,
+                 options=options)
 
 
 def _process(r: _Reader) -> Process:

@@ -146,7 +146,8 @@ def check_resources(c: ContainerConfig) -> None:
         raise ConfigError("linux.resources.cpu.quota", "must be -1 or at least 1000 microseconds")
     for i, rule in enumerate(r.devices):
         if rule.type not in ("a", "c", "b"):
-            raise ConfigError(f"linux.resources.devices[{i}].type", f"{rule.type!r} is not a, c or b")
+            raise ConfigError(f"linux.resources.devices[{i}].type",
+                              f"{rule.type!r} is not a, c or b")
         if not rule.access or set(rule.access) - set("rwm"):
             raise ConfigError(f"linux.resources.devices[{i}].access",
                               f"{rule.access!r} is not a subset of 'rwm'")

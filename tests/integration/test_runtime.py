@@ -28,7 +28,7 @@ def rt(tmp_dir: Path, cgroup_parent: str) -> Iterator[Runtime]:
     need_root()
     runtime = Runtime(root=tmp_dir / "state", cgroup_parent=cgroup_parent)
     yield runtime
-    for state in runtime.list():
+    for state in runtime.containers():
         runtime.delete(state.id, force=True)
 
 
@@ -129,7 +129,7 @@ def test_fork_bomb_is_held_by_the_pids_limit(rt: Runtime, busybox_rootfs: Path) 
     assert stats.pids_limit == 10
     rt.delete("bomb", force=True)
     _reap(state.pid)
-    assert rt.list() == []
+    assert rt.containers() == []
 
 
 def test_cpu_quota_shows_in_cpu_stats(rt: Runtime, busybox_rootfs: Path) -> None:
@@ -153,10 +153,13 @@ def test_default_capabilities_forbid_mount_and_sethostname(
     code, out = run(rt, "priv", config(
         busybox_rootfs, "sh", "-c",
         "mount -t tmpfs none /tmp && echo MOUNTED; hostname evil && echo RENAMED; "
-        "grep NoNewPrivs /proc/self/status; cat /proc/kcore && echo READ; "
+        "grep NoNewPrivs /proc/self/status; echo timer_list=$(cat /proc/timer_list | wc -c); "
+        "echo firmware=$(ls /sys/firmware | wc -l); "
         "echo 1 > /proc/sys/kernel/ns_last_pid && echo WROTE; echo done"))
     assert "MOUNTED" not in out and "RENAMED" not in out
-    assert "READ" not in out and "WROTE" not in out
+    assert "timer_list=0" in out and "firmware=0" in out  # masked: empty
+    assert Path("/proc/timer_list").read_text()  # while the host's is not
+    assert "WROTE" not in out
     assert re.search(r"NoNewPrivs:\s+1", out)
     assert out.strip().endswith("done")
 
@@ -233,8 +236,8 @@ def test_exec_shares_the_pid_namespace(rt: Runtime, busybox_rootfs: Path) -> Non
     rt.create("ex", cfg)
     state = rt.start("ex")
     r, w = os.pipe()
-    pid = rt.exec("ex", replace(cfg.process, args=("sh", "-c", "cat /proc/1/cmdline; echo; echo $$")),
-                  stdio=(None, w, w))
+    script = "cat /proc/1/cmdline; echo; echo $$"
+    pid = rt.exec("ex", replace(cfg.process, args=("sh", "-c", script)), stdio=(None, w, w))
     os.close(w)
     out = b""
     while chunk := os.read(r, 65536):
@@ -274,8 +277,7 @@ def test_shim_logs_in_cri_format_and_outlives_its_caller(
     assert record is not None and record["exitCode"] == 4 and record["oomKilled"] is False
     log = (rt.store.dir("logs") / "container.log").read_text().splitlines()
     pattern = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) F (.*)$"
-    parsed = sorted((m.group(1), m.group(2)) for m in map(lambda l: re.match(pattern, l), log)
-                    if m)
+    parsed = sorted((m.group(1), m.group(2)) for m in (re.match(pattern, x) for x in log) if m)
     assert parsed == [("stderr", "err-line"), ("stdout", "out-line")]
     rt.delete("logs")
 
@@ -288,7 +290,7 @@ def test_delete_removes_state_and_cgroup(rt: Runtime, busybox_rootfs: Path) -> N
     rt.delete("gone", force=True)
     assert not cgroup.exists()
     assert not rt.store.root.joinpath("gone").exists()
-    assert rt.list() == []
+    assert rt.containers() == []
 
 
 # -- failures leave nothing ------------------------------------------------------
@@ -300,7 +302,7 @@ def test_missing_binary_fails_at_create_and_leaves_nothing(
         rt.create("nope", config(busybox_rootfs, "/nope"))
     with pytest.raises(SetupError, match='exec: "nope": executable file not found'):
         rt.create("nope", config(busybox_rootfs, "nope"))
-    assert rt.list() == []
+    assert rt.containers() == []
     assert not rt.store.root.joinpath("nope").exists()
     assert not rt.driver.cgroup(f"{rt.cgroup_parent}/nope").exists()
 
@@ -312,7 +314,7 @@ def test_failed_mount_leaves_nothing(rt: Runtime, busybox_rootfs: Path) -> None:
                            "source": "/nonexistent-podium-test", "options": ["rbind"]})
     with pytest.raises(SetupError, match="nonexistent-podium-test"):
         rt.create("badmount", convert(data, busybox_rootfs).config)
-    assert rt.list() == []
+    assert rt.containers() == []
     assert not rt.driver.cgroup(f"{rt.cgroup_parent}/badmount").exists()
 
 
@@ -334,3 +336,40 @@ def test_bad_config_is_refused_before_anything_is_made(rt: Runtime, busybox_root
         rt.create("badcfg", convert(data, busybox_rootfs).config)
     assert not rt.store.root.joinpath("badcfg").exists()
     assert json.dumps(data)  # the input is untouched JSON
+
+
+def test_fork_server_spawns_shims_for_a_threaded_caller(
+        rt: Runtime, busybox_rootfs: Path) -> None:
+    import threading
+
+    from runtime.forkserver import ForkServer, ShimRequest
+
+    server = ForkServer.start()
+    try:
+        results: list[object] = []
+        stop = threading.Event()
+        busy = threading.Thread(target=stop.wait)  # stands for gRPC's threads
+        busy.start()
+
+        def spawn() -> None:
+            try:
+                results.append(server.spawn_shim(ShimRequest(
+                    rt.store.root, rt.cgroup_parent, "zyg",
+                    config(busybox_rootfs, "sh", "-c", "echo from-zygote"))))
+            except Exception as e:  # noqa: BLE001
+                results.append(e)
+
+        worker = threading.Thread(target=spawn)
+        worker.start()
+        worker.join(timeout=10)
+        stop.set()
+        busy.join()
+        assert len(results) == 1 and not isinstance(results[0], Exception), results
+        wait_for(lambda: exit_record(rt, "zyg") is not None)
+        assert "stdout F from-zygote" in (rt.store.dir("zyg") / "container.log").read_text()
+        with pytest.raises(SetupError, match="exec: /nope"):
+            server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "zyg2",
+                                          config(busybox_rootfs, "/nope")))
+    finally:
+        server.close()
+    rt.delete("zyg")

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime import channel
 from runtime import syscalls as sc
 from runtime.cgroups.base import Cgroup, CgroupDriver
 from runtime.errors import ConfigError, SetupError
-from runtime.init import InitPlan, run_stage1
+from runtime.init import InitPlan, run_init, run_stage1
 from runtime.processes import reap, signal_pid
 from runtime.spec.model import ContainerConfig, IDMapping
 from runtime.state import State, StateStore, Status, pid_start_time, write_atomic
@@ -63,7 +63,11 @@ def create(
     cgroup: Cgroup | None = None
     init_pid = 0
     try:
-        os.mkfifo(state_dir / "exec.fifo", 0o622)
+        fifo = state_dir / "exec.fifo"
+        os.mkfifo(fifo)
+        # Writable by the init whoever it runs as (a mapped root, a non-root user);
+        # chmod because mkfifo's mode passes through the umask.
+        os.chmod(fifo, 0o622)
         cgroup = driver.cgroup(cgroup_path_for(config, container_id, options.cgroup_parent))
         cgroup.create()
         cgroup.apply(config.resources)
@@ -96,6 +100,7 @@ def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: 
                sys: sc.Syscalls) -> int:
     join_fds: list[tuple[int, int]] = []
     unshare_flags = 0
+    pid_ns_fd = -1  # a PID namespace to join, or -1
     opened: list[int] = []
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
     user_r, user_w = os.pipe2(os.O_CLOEXEC)
@@ -114,29 +119,82 @@ def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: 
                 raise ConfigError(f"linux.namespaces[{ns.type}].path",
                                   f"{ns.path}: {e.strerror}") from None
             opened.append(fd)
-            join_fds.append((fd, flag))
+            if ns.type == "pid":
+                pid_ns_fd = fd
+            else:
+                join_fds.append((fd, flag))
+        new_pid_ns = bool(unshare_flags & sc.CLONE_NEWPID)
         mount_ns = config.namespace("mount")
         plan = InitPlan(
-            config=config, cgroup=cgroup, join_fds=join_fds, unshare_flags=unshare_flags,
+            config=config, cgroup=cgroup, join_fds=join_fds,
+            unshare_flags=unshare_flags & ~sc.CLONE_NEWPID,
             state_dir_fd=state_fd, sync_fd=sync_w, userns_fd=user_r, stdio=stdio,
             setup_rootfs=mount_ns is not None and mount_ns.path is None,
         )
-        stage1 = os.fork()
-        if stage1 == 0:
-            os.close(sync_r)
-            os.close(user_w)
-            run_stage1(plan, sys)
+        if unshare_flags & sc.CLONE_NEWUSER:
+            child = _fork_two_stages(plan, new_pid_ns, pid_ns_fd, sync_r, user_w, sys)
+        else:
+            child = _fork_with_pid_namespace(new_pid_ns, pid_ns_fd, sys)
+            if child == 0:
+                os.close(sync_r)
+                os.close(user_w)
+                run_init(plan, sys, entered=False)
         os.close(sync_w)
         opened.remove(sync_w)
-        return _await_ready(config, stage1, sync_r, user_w)
+        return _await_ready(config, child, sync_r, user_w,
+                            two_stages=bool(unshare_flags & sc.CLONE_NEWUSER))
     finally:
         for fd in opened:
             os.close(fd)
 
 
-def _await_ready(config: ContainerConfig, stage1: int, sync_r: int, user_w: int) -> int:
-    init_pid = 0
-    stage1_reaped = False
+def _fork_with_pid_namespace(new_pid_ns: bool, join_fd: int, sys: sc.Syscalls) -> int:
+    """fork() with the child born into a new (or the given) PID namespace, as its PID 1.
+
+    Only the PID namespace "for children" changes, and it is set back at once, so
+    the caller itself stays where it was."""
+    if not new_pid_ns and join_fd < 0:
+        return os.fork()
+    own = os.open("/proc/self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if join_fd >= 0:
+            sys.setns(join_fd, sc.CLONE_NEWPID)
+        else:
+            sys.unshare(sc.CLONE_NEWPID)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:  # the parent, also when fork failed; the child stays inside
+                sys.setns(own, sc.CLONE_NEWPID)
+        return pid
+    finally:
+        os.close(own)
+
+
+def _fork_two_stages(plan: InitPlan, new_pid_ns: bool, pid_ns_fd: int, sync_r: int,
+                     user_w: int, sys: sc.Syscalls) -> int:
+    """The user-namespace way: stage 1 enters the namespaces, then forks the init."""
+    if new_pid_ns:
+        plan = replace(plan, unshare_flags=plan.unshare_flags | sc.CLONE_NEWPID)
+    elif pid_ns_fd >= 0:
+        plan = replace(plan, join_fds=plan.join_fds + [(pid_ns_fd, sc.CLONE_NEWPID)])
+    stage1 = os.fork()
+    if stage1 == 0:
+        os.close(sync_r)
+        os.close(user_w)
+        run_stage1(plan, sys)
+    return stage1
+
+
+def _await_ready(config: ContainerConfig, child: int, sync_r: int, user_w: int,
+                 two_stages: bool) -> int:
+    """Follow the set-up channel until the init is ready; returns the init's PID.
+
+    With two stages, stage 1's ``pid`` and the init's ``ready`` come from two
+    processes and may arrive in either order: both are awaited."""
+    init_pid = 0 if two_stages else child
+    ready = False
     try:
         for message in channel.messages(sync_r):
             if "userns" in message:
@@ -144,21 +202,21 @@ def _await_ready(config: ContainerConfig, stage1: int, sync_r: int, user_w: int)
                 os.write(user_w, b"1")
             elif "pid" in message:
                 init_pid = message["pid"]
-                reap(stage1)
-                stage1_reaped = True
+                reap(child)  # stage 1 exits right after saying it
             elif "error" in message:
                 raise SetupError(message["error"])
             elif message.get("ready"):
+                ready = True
+            if ready and init_pid:
                 return init_pid
         raise SetupError("container init exited during set-up without saying why")
     except BaseException:
+        if two_stages:
+            # After a failure stage 1 may still wait for us: end it, then reap it.
+            signal_pid(child, signal.SIGKILL)
+            reap(child)
         _undo(init_pid, None)
         raise
-    finally:
-        if not stage1_reaped:
-            # After a failure stage 1 may still wait for us: end it, then reap it.
-            signal_pid(stage1, signal.SIGKILL)
-            reap(stage1)
 
 
 def _write_id_maps(pid: int, config: ContainerConfig) -> None:

@@ -1,16 +1,22 @@
-"""What the two forked stages of a container's start do, in the order they do it.
+"""What a container's init does between ``fork`` and ``execve``, in order.
 
-Stage 1 (a child of the caller) joins the container's cgroup, joins or creates its
-namespaces, and forks stage 2. A new PID namespace only takes effect for the
-children of the process that made it, so stage 2 — the container's init, PID 1
-inside — must be a fork of stage 1. Stage 1 reports stage 2's PID and exits, so
-the init is re-parented to the caller's nearest subreaper: the caller owns it.
+A new PID namespace applies to the *children* of the process that makes it, and
+the init must be PID 1 inside. Two ways get there:
 
-Stage 2 sets the hostname and sysctls, builds the root filesystem and pivots into
-it, sets the process's identity and privileges, reports ``ready``, and blocks
+- One fork (the usual case): the caller points the PID namespace of its next
+  child at a new (or joined) one, forks the init, and points it back. The init
+  then joins its cgroup and the other namespaces itself (``enter``).
+- Two forks (a new user namespace): the user namespace must exist before the
+  PID namespace it will own, and the caller must not enter it, so stage 1 does
+  ``enter`` (user namespace first, waiting while the caller writes its ID maps)
+  and forks the init. Stage 1 then exits and the init is re-parented to the
+  caller's nearest subreaper: either way, the caller owns the init.
+
+The init sets the hostname and sysctls, builds the root filesystem and pivots into
+it, takes the process's identity and privileges, reports ``ready``, and blocks
 opening ``exec.fifo`` until ``start`` opens the other end. Then it execs.
 
-Both stages run only code that was imported before the fork, and leave with
+Forked code runs only what was imported before the fork, and leaves with
 ``os._exit`` so nothing of the caller (atexit handlers, buffers) runs twice.
 docs/runtime.md walks through these steps with the system calls in order.
 """
@@ -40,8 +46,9 @@ class InitPlan:
 
     config: ContainerConfig
     cgroup: Cgroup | None
-    join_fds: list[tuple[int, int]]  # (fd of /proc/.../ns/X, CLONE_NEW* flag), user first
-    unshare_flags: int  # namespaces to create (CLONE_NEWUSER handled first, separately)
+    join_fds: list[tuple[int, int]]  # (fd of /proc/.../ns/X, CLONE_NEW* flag), user first;
+    #                                  never the PID namespace (see the module docstring)
+    unshare_flags: int  # namespaces to create, never CLONE_NEWPID (user first, separately)
     state_dir_fd: int  # O_PATH fd of the container's state directory (for exec.fifo)
     sync_fd: int  # write end of the set-up channel
     userns_fd: int  # read end: the caller says "go" once ID maps are written; -1 if unused
@@ -49,30 +56,36 @@ class InitPlan:
     setup_rootfs: bool  # False when joining an existing mount namespace
 
 
+def enter(plan: InitPlan, sys: sc.Syscalls) -> None:
+    """Join the container's cgroup, then join or create its namespaces (but the PID
+    namespace, which the forking process arranged)."""
+    redirect_stdio(plan.stdio)
+    if plan.cgroup is not None:
+        plan.cgroup.add(os.getpid())
+    for fd, flag in plan.join_fds:
+        sys.setns(fd, flag)
+        os.close(fd)
+    flags = plan.unshare_flags
+    if flags & sc.CLONE_NEWUSER:
+        sys.unshare(sc.CLONE_NEWUSER)
+        channel.send(plan.sync_fd, userns=os.getpid())
+        if os.read(plan.userns_fd, 1) != b"1":
+            raise SetupError("caller did not write the user namespace's ID maps")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        flags &= ~sc.CLONE_NEWUSER
+    if flags:
+        sys.unshare(flags)
+
+
 def run_stage1(plan: InitPlan, sys: sc.Syscalls) -> None:
-    """Runs in the first child; never returns."""
+    """The two-fork way's first child; never returns."""
     code = 1
     try:
-        redirect_stdio(plan.stdio)
-        if plan.cgroup is not None:
-            plan.cgroup.add(os.getpid())
-        for fd, flag in plan.join_fds:
-            sys.setns(fd, flag)
-            os.close(fd)
-        flags = plan.unshare_flags
-        if flags & sc.CLONE_NEWUSER:
-            sys.unshare(sc.CLONE_NEWUSER)
-            channel.send(plan.sync_fd, userns=os.getpid())
-            if os.read(plan.userns_fd, 1) != b"1":
-                raise SetupError("caller did not write the user namespace's ID maps")
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-            flags &= ~sc.CLONE_NEWUSER
-        if flags:
-            sys.unshare(flags)
+        enter(plan, sys)
         pid = os.fork()
         if pid == 0:
-            run_stage2(plan, sys)
+            run_init(plan, sys, entered=True)
         channel.send(plan.sync_fd, pid=pid)
         code = 0
     except BaseException as e:  # noqa: BLE001 - every failure must reach the caller
@@ -80,9 +93,11 @@ def run_stage1(plan: InitPlan, sys: sc.Syscalls) -> None:
     os._exit(code)
 
 
-def run_stage2(plan: InitPlan, sys: sc.Syscalls) -> None:
+def run_init(plan: InitPlan, sys: sc.Syscalls, entered: bool) -> None:
     """The container's init; never returns: it execs the user's program or exits."""
     try:
+        if not entered:
+            enter(plan, sys)
         config = plan.config
         os.setsid()
         if config.hostname is not None:

@@ -373,3 +373,40 @@ def test_fork_server_spawns_shims_for_a_threaded_caller(
     finally:
         server.close()
     rt.delete("zyg")
+
+
+def test_user_namespace_maps_root_to_an_unprivileged_host_id(
+        rt: Runtime, busybox_rootfs: Path, tmp_dir: Path) -> None:
+    os.chmod(tmp_dir, 0o755)  # the mapped root is no owner of the test's directory
+    shared = tmp_dir / "userns"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    data = default_config(["sh", "-c", "id -u; cat /proc/self/uid_map; touch /home/user/made; "
+                                       "echo $$"])
+    data["root"]["path"] = str(busybox_rootfs)
+    # An existing mount point: the mapped root may not create one in a host-owned rootfs.
+    data["mounts"].append({"destination": "/home/user", "type": "bind", "source": str(shared),
+                           "options": ["rbind", "rw"]})
+    data["linux"]["namespaces"].append({"type": "user"})
+    data["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    data["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    code, out = run(rt, "userns", convert(data, busybox_rootfs).config)
+    assert code == 0, out
+    lines = out.split("\n")
+    assert lines[0] == "0"  # root inside
+    assert lines[1].split() == ["0", "200000", "65536"]
+    assert lines[2] == "1"  # and PID 1 of a PID namespace the user namespace owns
+    made = shared / "made"
+    assert made.stat().st_uid == 200000 and made.stat().st_gid == 200000
+
+
+def test_process_runs_as_the_configured_user(rt: Runtime, busybox_rootfs: Path) -> None:
+    data = default_config(["sh", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status"])
+    data["root"]["path"] = str(busybox_rootfs)
+    data["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [65534]}
+    code, out = run(rt, "user", convert(data, busybox_rootfs).config)
+    assert code == 0, out
+    uid, gid, groups, caps = out.strip().split("\n")
+    assert (uid, gid) == ("1000", "1000")
+    assert set(groups.split()) == {"1000", "65534"}
+    assert caps.split()[-1] == "0000000000000000"  # a non-root user keeps no capability

@@ -31,6 +31,9 @@ def find_busybox() -> Path:
 def make_rootfs(dest: Path) -> Path:
     """Make (or refresh) a busybox root filesystem at ``dest`` and return it."""
     busybox = find_busybox()
+    dest.mkdir(parents=True, exist_ok=True)
+    # A root filesystem is world-readable; a mapped root in a user namespace must get in.
+    os.chmod(dest, 0o755)
     for d in _DIRS:
         (dest / d).mkdir(parents=True, exist_ok=True)
     os.chmod(dest / "tmp", 0o1777)

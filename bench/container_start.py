@@ -1,0 +1,427 @@
+"""Container start latency: podium (in-process and CLI) against runc and crun.
+
+    sudo .venv/bin/python bench/container_start.py [--n 100] [--warmup 3]
+
+Runs N sequential containers executing ``/bin/true`` from one busybox bundle,
+five ways per iteration:
+
+- ``inprocess``: ``Runtime.create`` + ``start`` + ``os.waitpid`` + ``delete``,
+  in this process, as the agent calls the library;
+- ``cli``: ``podium-runtime run`` as a subprocess;
+- ``runc`` and ``crun``: ``<tool> run`` as a subprocess;
+- ``python``: a bare ``python -c pass`` with the same interpreter (the floor the
+  CLI cannot go below).
+
+Every way uses the same config.json and its own temporary ``--root``; every
+container gets a fresh ID. A run that fails (non-zero exit, exception) is never
+timed: it is recorded with its stderr, and a way that never succeeds reports
+null with the reason. Prints a table, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "podium-bench"
+ID_PREFIX = "podium-bench"
+# crun 1.8 refuses config.json versions it does not know ("unknown version
+# specified", e.g. for 1.2.0); every tool accepts 1.0.2, so the shared config says that.
+OCI_VERSION = "1.0.2"
+WAYS = ("inprocess", "cli", "runc", "crun", "python")
+
+
+class RunFailed(Exception):
+    """One run of one way did not succeed; the message says how."""
+
+
+@dataclass
+class Way:
+    name: str
+    run: Callable[[int], float]  # iteration -> elapsed seconds; raises RunFailed
+    samples: list[float] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None  # why the way was not run at all
+
+    def once(self, i: int, timed: bool) -> None:
+        try:
+            elapsed = self.run(i)
+        except RunFailed as e:
+            self.failures.append({"iteration": i, "warmup": not timed, "error": str(e)})
+            return
+        if timed:
+            self.samples.append(elapsed)
+
+
+# -- host preparation ------------------------------------------------------------
+
+
+def mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fs type, super options) of every mount, from mountinfo."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        out.append((fields[4], rfields[0], rfields[2] if len(rfields) > 2 else ""))
+    return out
+
+
+def cgroup_mode() -> str:
+    types = {point: fstype for point, fstype, _ in mounts()}
+    root = types.get(str(CGROUP_ROOT))
+    if root == "cgroup2":
+        return "v2"
+    unified = types.get(str(CGROUP_ROOT / "unified")) == "cgroup2"
+    return "hybrid" if unified else "v1"
+
+
+def free_hugetlb() -> str:
+    """Mount a v1 hugetlb hierarchy when hugetlb sits in a hybrid host's unified
+    hierarchy (crun refuses such a host). Left mounted. Returns what was done."""
+    table = mounts()
+    types = {point: fstype for point, fstype, _ in table}
+    if types.get(str(CGROUP_ROOT)) != "tmpfs" or not any(t == "cgroup" for t in types.values()):
+        return "not applicable: /sys/fs/cgroup is not a tmpfs of v1 hierarchies"
+    controllers = CGROUP_ROOT / "unified" / "cgroup.controllers"
+    if not controllers.exists() or "hugetlb" not in controllers.read_text().split():
+        v1 = any(ft == "cgroup" and "hugetlb" in opts.split(",") for _, ft, opts in table)
+        return ("not needed: hugetlb already has a v1 hierarchy" if v1
+                else "not needed: the unified hierarchy holds no controller")
+    target = CGROUP_ROOT / "hugetlb"
+    target.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(target)],
+                   check=True, capture_output=True, text=True)
+    return f"mounted a v1 hugetlb hierarchy at {target} (left mounted)"
+
+
+def make_bundle(path: Path) -> dict[str, Any]:
+    from runtime.spec import default_config
+    from tests.support.busybox import make_rootfs
+
+    make_rootfs(path / "rootfs")
+    config = default_config(["/bin/true"], terminal=False)
+    config["ociVersion"] = OCI_VERSION
+    # No cgroupsPath: podium puts each container under --cgroup-parent, runc and
+    # crun under /<id> in every hierarchy, which they remove after ``run``.
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    return config
+
+
+# -- the ways --------------------------------------------------------------------
+
+
+def tail(text: str, limit: int = 400) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def subprocess_way(argv: Callable[[str], list[str]], cleanup: Callable[[str], None],
+                   prefix: str) -> Callable[[int], float]:
+    def run(i: int) -> float:
+        cid = f"{ID_PREFIX}-{prefix}-{os.getpid()}-{i}"
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv(cid), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            cleanup(cid)
+            err = tail(proc.stderr.decode(errors="replace"))
+            raise RunFailed(f"exit {proc.returncode}: {err}")
+        return elapsed
+
+    return run
+
+
+def oci_cleanup(tool: str, root: Path) -> Callable[[str], None]:
+    def cleanup(cid: str) -> None:
+        subprocess.run([tool, "--root", str(root), "delete", "--force", cid],
+                       capture_output=True)
+        remove_cgroups(cid)
+
+    return cleanup
+
+
+def cli_cleanup(cli: str, root: Path) -> Callable[[str], None]:
+    def cleanup(cid: str) -> None:
+        subprocess.run([cli, "--root", str(root), "--cgroup-parent", CGROUP_PARENT,
+                        "delete", "--force", cid], capture_output=True)
+        remove_cgroups(f"{CGROUP_PARENT}/{cid}")
+
+    return cleanup
+
+
+@dataclass
+class InProcess:
+    """The library way; also records the time of each phase for the report."""
+
+    runtime: Any  # runtime.api.Runtime (imported lazily, after sys.path is set)
+    config: Any  # runtime.spec.ContainerConfig
+    bundle: Path
+    phases: dict[str, list[float]] = field(
+        default_factory=lambda: {"create": [], "start": [], "wait": [], "delete": []})
+
+    def run(self, i: int) -> float:
+        cid = f"{ID_PREFIX}-lib-{os.getpid()}-{i}"
+        t0 = time.perf_counter()
+        try:
+            state = self.runtime.create(cid, self.config, bundle=self.bundle)
+            t1 = time.perf_counter()
+            self.runtime.start(cid)
+            t2 = time.perf_counter()
+            _, status = os.waitpid(state.pid, 0)
+            t3 = time.perf_counter()
+            self.runtime.delete(cid)
+            t4 = time.perf_counter()
+        except Exception as e:  # noqa: BLE001 - any failure is recorded, not timed
+            self.force_delete(cid)
+            raise RunFailed(f"{type(e).__name__}: {e}") from None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise RunFailed(f"init exited with {code}")
+        for name, seconds in zip(self.phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3),
+                                 strict=True):
+            self.phases[name].append(seconds)
+        return t4 - t0
+
+    def force_delete(self, cid: str) -> None:
+        try:
+            self.runtime.delete(cid, force=True)
+        except Exception:  # noqa: BLE001, S110 - it may never have been created
+            pass
+
+
+# -- cleanup ---------------------------------------------------------------------
+
+
+def remove_cgroups(name: str) -> None:
+    """rmdir ``name`` (and anything below it) in every cgroup hierarchy."""
+    for hierarchy in CGROUP_ROOT.iterdir():
+        top = hierarchy / name
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            _rmdir(d)
+        _rmdir(top)
+
+
+def _rmdir(d: Path) -> None:
+    try:
+        d.rmdir()
+    except OSError as e:
+        print(f"warning: could not remove cgroup {d}: {e.strerror}", file=sys.stderr)
+
+
+def leftover_cgroups() -> list[str]:
+    found = []
+    for hierarchy in CGROUP_ROOT.iterdir():
+        if hierarchy.is_dir():
+            found += [str(p) for p in hierarchy.glob(f"{ID_PREFIX}*")]
+    return found
+
+
+def delete_leftovers(tmp: Path, lib: InProcess | None, tools: dict[str, str]) -> None:
+    if lib is not None:
+        for state in lib.runtime.containers():
+            lib.force_delete(state.id)
+    cli_root = tmp / "state-cli"
+    if cli_root.is_dir():
+        for entry in cli_root.iterdir():
+            subprocess.run([tools["cli"], "--root", str(cli_root),
+                            "--cgroup-parent", CGROUP_PARENT, "delete", "--force", entry.name],
+                           capture_output=True)
+    for tool in ("runc", "crun"):
+        root = tmp / f"state-{tool}"
+        if tool not in tools or not root.is_dir():
+            continue
+        listed = subprocess.run([tools[tool], "--root", str(root), "list", "-q"],
+                                capture_output=True, text=True).stdout.split()
+        for cid in listed:
+            subprocess.run([tools[tool], "--root", str(root), "delete", "--force", cid],
+                           capture_output=True)
+    for path in leftover_cgroups():
+        remove_cgroups(Path(path).name)
+
+
+def reap_orphans() -> None:
+    """As a subreaper we inherit any orphan of the tools; collect them between runs."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# -- figures ---------------------------------------------------------------------
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def summary(way: Way) -> tuple[float | None, float | None]:
+    if not way.samples:
+        return None, None
+    return statistics.median(way.samples), percentile(way.samples, 99)
+
+
+def null_reason(way: Way) -> str | None:
+    if way.skipped:
+        return way.skipped
+    if way.samples:
+        return None
+    if way.failures:
+        return f"every run failed; first: {way.failures[0]['error']}"
+    return "no runs"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="timed containers per way")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per way first")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("container_start: needs root (it creates namespaces, cgroups and mounts)")
+
+    sys.path.insert(0, str(REPO))
+    import prctl
+
+    from runtime.api import Runtime
+    from runtime.spec import convert
+
+    hugetlb = free_hugetlb()
+    mode = cgroup_mode()
+    # The library's init is re-parented to us when its first stage exits.
+    prctl.set_child_subreaper(1)
+
+    python = sys.executable
+    tools = {"cli": str(Path(python).with_name("podium-runtime"))}
+    for tool in ("runc", "crun"):
+        found = shutil.which(tool)
+        if found:
+            tools[tool] = found
+
+    tmp = Path(tempfile.mkdtemp(prefix="podium-bench-"))
+    lib: InProcess | None = None
+    try:
+        bundle = tmp / "bundle"
+        config = make_bundle(bundle)
+        for sub in ("state-lib", "state-cli", "state-runc", "state-crun"):
+            (tmp / sub).mkdir()
+        lib = InProcess(Runtime(tmp / "state-lib", CGROUP_PARENT),
+                        convert(config, bundle).config, bundle)
+        cli_root = tmp / "state-cli"
+        ways = {
+            "inprocess": Way("inprocess", lib.run),
+            "cli": Way("cli", subprocess_way(
+                lambda cid: [tools["cli"], "--root", str(cli_root), "--cgroup-parent",
+                             CGROUP_PARENT, "run", "--bundle", str(bundle), cid],
+                cli_cleanup(tools["cli"], cli_root), "cli")),
+            "python": Way("python", subprocess_way(lambda _cid: [python, "-c", "pass"],
+                                                   lambda _cid: None, "py")),
+        }
+        for tool in ("runc", "crun"):
+            root = tmp / f"state-{tool}"
+            if tool in tools:
+                ways[tool] = Way(tool, subprocess_way(
+                    lambda cid, t=tool, r=root: [tools[t], "--root", str(r), "run",
+                                                 "--bundle", str(bundle), cid],
+                    oci_cleanup(tools[tool], root), tool))
+            else:
+                ways[tool] = Way(tool, lambda _i: 0.0, skipped=f"{tool} is not installed")
+        order = [ways[w] for w in WAYS]
+
+        # Interleaved: each iteration runs every way once, the order rotating per
+        # iteration, so a noisy spell on this shared machine hits all ways alike
+        # rather than one block. Warm-up runs (negative iterations) are not timed.
+        for i in range(-args.warmup, args.n):
+            shift = i % len(order)
+            for way in order[shift:] + order[:shift]:
+                if way.skipped is None:
+                    way.once(i, timed=i >= 0)
+                    reap_orphans()
+            if i >= 0 and (i + 1) % 25 == 0:
+                print(f"  ... {i + 1} / {args.n}", file=sys.stderr)
+    finally:
+        delete_leftovers(tmp, lib, tools)
+        reap_orphans()
+        for hierarchy in CGROUP_ROOT.iterdir():
+            if (hierarchy / CGROUP_PARENT).is_dir():
+                remove_cgroups(CGROUP_PARENT)
+                break
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report(ways, lib, args.n, mode, hugetlb)
+    return 0
+
+
+def report(ways: dict[str, Way], lib: InProcess | None, n: int, mode: str, hugetlb: str
+           ) -> None:
+    figures: dict[str, Any] = {}
+    print(f"container start, /bin/true, n={n}, cgroups {mode}; hugetlb: {hugetlb}")
+    print(f"{'way':<10} {'p50 ms':>8} {'p99 ms':>8} {'ok':>5} {'failed':>6}")
+    for name in WAYS:
+        way = ways[name]
+        p50, p99 = summary(way)
+        key = "python_startup" if name == "python" else name
+        figures[f"{key}_p50_ms"] = ms(p50)
+        figures[f"{key}_p99_ms"] = ms(p99)
+        cell50 = f"{p50 * 1000:8.2f}" if p50 is not None else f"{'null':>8}"
+        cell99 = f"{p99 * 1000:8.2f}" if p99 is not None else f"{'null':>8}"
+        print(f"{name:<10} {cell50} {cell99} {len(way.samples):>5} {len(way.failures):>6}")
+    if lib is not None and lib.phases["create"]:
+        parts = "  ".join(f"{k} {statistics.median(v) * 1000:.2f}"
+                          for k, v in lib.phases.items())
+        print(f"inprocess phases, p50 ms: {parts}")
+        figures["inprocess_phases_p50_ms"] = {
+            k: ms(statistics.median(v)) for k, v in lib.phases.items()}
+
+    lib50, crun50 = figures["inprocess_p50_ms"], figures["crun_p50_ms"]
+    cli50, py50 = figures["cli_p50_ms"], figures["python_startup_p50_ms"]
+    figures["inprocess_vs_crun"] = (round(lib50 / crun50, 3)
+                                    if lib50 is not None and crun50 else None)
+    figures["cli_overhead_ms"] = (round(cli50 - py50, 2)
+                                  if cli50 is not None and py50 is not None else None)
+    figures["target_inprocess_at_or_below_crun"] = (
+        None if figures["inprocess_vs_crun"] is None else figures["inprocess_vs_crun"] <= 1.0)
+    figures["target_cli_within_25ms_of_python"] = (
+        None if figures["cli_overhead_ms"] is None else figures["cli_overhead_ms"] <= 25.0)
+    figures["n"] = n
+    figures["cgroup_mode"] = mode
+    figures["hugetlb"] = hugetlb
+    figures["failures"] = {name: len(w.failures) for name, w in ways.items()}
+    figures["failure_samples"] = {name: w.failures[:3] for name, w in ways.items()
+                                  if w.failures}
+    figures["null_reasons"] = {name: r for name, w in ways.items()
+                               if (r := null_reason(w)) is not None}
+    for name, reason in figures["null_reasons"].items():
+        print(f"{name}: null — {reason}")
+    for name, way in ways.items():
+        for failure in way.failures[:3]:
+            print(f"{name} failed (iteration {failure['iteration']}): {failure['error']}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

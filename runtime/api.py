@@ -7,7 +7,6 @@ method here, and the ``podium-runtime`` CLI and the agent are both its callers.
 from __future__ import annotations
 
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 from runtime import syscalls as sc
@@ -16,10 +15,10 @@ from runtime.cgroups.base import Cgroup, CgroupDriver
 from runtime.create import CreateOptions, Stdio, create
 from runtime.delete import delete
 from runtime.errors import IllegalTransition
-from runtime.exec import exec_process
 from runtime.kill import kill
-from runtime.spec import ContainerConfig, load_bundle, validate
-from runtime.spec.model import Process
+from runtime.spec.convert import load_bundle
+from runtime.spec.model import ContainerConfig, Process
+from runtime.spec.validate import validate
 from runtime.start import start
 from runtime.state import State, StateStore, Status, check_transition
 
@@ -116,7 +115,7 @@ class Runtime:
         state = self.state(container_id)
         check_transition(container_id, state.status, Status.PAUSED, "pause")
         self._cgroup(state).freeze()
-        return replace(state, status=Status.PAUSED)
+        return state._replace(status=Status.PAUSED)
 
     def resume(self, container_id: str) -> State:
         state = self.state(container_id)
@@ -124,7 +123,7 @@ class Runtime:
             raise IllegalTransition(f"container {container_id} is {state.status.value}: "
                                     "cannot resume it (it is not paused)")
         self._cgroup(state).thaw()
-        return replace(state, status=Status.RUNNING)
+        return state._replace(status=Status.RUNNING)
 
     # -- inspection --------------------------------------------------------------
 
@@ -139,5 +138,7 @@ class Runtime:
              ) -> int:
         """Start ``process`` in the running container; returns its host PID. The
         caller should be a subreaper to collect its exit status."""
+        from runtime.exec import exec_process
+
         state = self.state(container_id)
         return exec_process(state, self._cgroup(state), process, stdio, self.sys)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from runtime import channel
 from runtime import syscalls as sc
@@ -26,8 +26,7 @@ from runtime.state import State, StateStore, Status, pid_start_time, write_atomi
 Stdio = tuple[int | None, int | None, int | None]
 
 
-@dataclass(frozen=True)
-class CreateOptions:
+class CreateOptions(NamedTuple):
     stdio: Stdio = (None, None, None)  # fds for the init's 0, 1, 2; None inherits the caller's
     pid_file: Path | None = None
     cgroup_parent: str = "podium"
@@ -176,9 +175,9 @@ def _fork_two_stages(plan: InitPlan, new_pid_ns: bool, pid_ns_fd: int, sync_r: i
                      user_w: int, sys: sc.Syscalls) -> int:
     """The user-namespace way: stage 1 enters the namespaces, then forks the init."""
     if new_pid_ns:
-        plan = replace(plan, unshare_flags=plan.unshare_flags | sc.CLONE_NEWPID)
+        plan = plan._replace(unshare_flags=plan.unshare_flags | sc.CLONE_NEWPID)
     elif pid_ns_fd >= 0:
-        plan = replace(plan, join_fds=plan.join_fds + [(pid_ns_fd, sc.CLONE_NEWPID)])
+        plan = plan._replace(join_fds=plan.join_fds + [(pid_ns_fd, sc.CLONE_NEWPID)])
     stage1 = os.fork()
     if stage1 == 0:
         os.close(sync_r)

@@ -15,9 +15,8 @@ import os
 import pickle
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from runtime.errors import RuntimeError_, SetupError
 from runtime.spec.model import ContainerConfig
@@ -26,8 +25,7 @@ from runtime.state import State
 _MAX_MESSAGE = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ShimRequest:
+class ShimRequest(NamedTuple):
     runtime_root: Path
     cgroup_parent: str
     container_id: str

@@ -27,7 +27,7 @@ import os
 import stat
 import sys as _sys
 import traceback
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from runtime import channel
 from runtime import syscalls as sc
@@ -40,8 +40,7 @@ from runtime.spec.model import ContainerConfig, Process
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass
-class InitPlan:
+class InitPlan(NamedTuple):
     """Everything the stages need, prepared by the caller before it forks."""
 
     config: ContainerConfig

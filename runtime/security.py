@@ -17,7 +17,6 @@ import ctypes
 import os
 import resource
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -182,16 +181,17 @@ class LinuxSecurityOps:
         prctl.set_no_new_privs(1)
 
 
-@dataclass
 class RecordingSecurityOps:
     """A fake for unit tests: records each call as a tuple and succeeds.
 
     ``fail_on`` maps a call name to the errno it should fail with.
     """
 
-    kernel_last_cap: int = max(CAPABILITIES.values())
-    calls: list[tuple[object, ...]] = field(default_factory=list)
-    fail_on: dict[str, int] = field(default_factory=dict)
+    def __init__(self, kernel_last_cap: int = max(CAPABILITIES.values()),
+                 fail_on: dict[str, int] | None = None) -> None:
+        self.kernel_last_cap = kernel_last_cap
+        self.calls: list[tuple[object, ...]] = []
+        self.fail_on: dict[str, int] = fail_on or {}
 
     def _record(self, name: str, *args: object) -> None:
         self.calls.append((name, *args))

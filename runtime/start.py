@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import select
-from dataclasses import replace
 
 from runtime.errors import SetupError
 from runtime.state import State, StateStore, Status, check_transition, pid_start_time
@@ -32,7 +31,7 @@ def start(store: StateStore, container_id: str) -> State:
     finally:
         os.close(fd)
     fifo.unlink()
-    started = replace(state, status=Status.RUNNING)
+    started = state._replace(status=Status.RUNNING)
     store.save(started)
     return started
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from runtime.errors import (
     ContainerExistsError,
@@ -90,8 +90,7 @@ def pid_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-@dataclass(frozen=True)
-class State:
+class State(NamedTuple):
     id: str
     status: Status
     bundle: str
@@ -101,7 +100,7 @@ class State:
     created: str = ""  # RFC 3339
     cgroup_path: str = ""
     rootfs: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = MappingProxyType({})
 
     def oci(self) -> dict[str, Any]:
         """The state as the OCI runtime spec defines it (what `state` prints)."""
@@ -118,12 +117,13 @@ class State:
         out["rootfs"] = self.rootfs
         out["created"] = self.created
         if self.annotations:
-            out["annotations"] = self.annotations
+            out["annotations"] = dict(self.annotations)
         return out
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = self._asdict()
         data["status"] = self.status.value
+        data["annotations"] = dict(self.annotations)
         return json.dumps(data)
 
     @classmethod
@@ -140,11 +140,11 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@dataclass(frozen=True)
 class StateStore:
     """The runtime root: one directory per container."""
 
-    root: Path
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def dir(self, container_id: str) -> Path:
         check_id(container_id)
@@ -179,7 +179,7 @@ class StateStore:
         ``frozen`` says whether the container's cgroup is frozen, when the caller knows.
         """
         state = self.load_recorded(container_id)
-        return replace(state, status=self._observed(state, frozen))
+        return state._replace(status=self._observed(state, frozen))
 
     def _observed(self, state: State, frozen: bool | None) -> Status:
         if state.status is Status.STOPPED:
@@ -201,4 +201,6 @@ class StateStore:
                       if p.is_dir() and (p / "state.json").exists())
 
     def remove(self, container_id: str) -> None:
+        import shutil  # only here: it is slow to import and create never needs it
+
         shutil.rmtree(self.dir(container_id), ignore_errors=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass, field
 from typing import Protocol
 
 # clone(2)/unshare(2) namespace flags.
@@ -159,15 +158,15 @@ class LinuxSyscalls:
         os.chown(path, uid, gid, follow_symlinks=False)
 
 
-@dataclass
 class RecordingSyscalls:
     """A fake for unit tests: records every call as a tuple and succeeds.
 
     Set ``fail_on`` to a call name to make that call raise ``OSError(errno)``.
     """
 
-    calls: list[tuple[object, ...]] = field(default_factory=list)
-    fail_on: dict[str, int] = field(default_factory=dict)
+    def __init__(self, fail_on: dict[str, int] | None = None) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.fail_on: dict[str, int] = fail_on or {}
 
     def _record(self, name: str, *args: object) -> None:
         self.calls.append((name, *args))

@@ -12,12 +12,15 @@ Every failure is a ``runtime.errors.CgroupError`` naming the file and the value.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from runtime.cgroups.base import Cgroup, CgroupDriver, CgroupStats
 from runtime.cgroups.fs import CgroupFs
 from runtime.cgroups.mounts import MOUNTINFO, mount_at
-from runtime.cgroups.v1 import CgroupV1Driver
-from runtime.cgroups.v2 import CgroupV2Driver, weight_from_shares
+
+if TYPE_CHECKING:
+    from runtime.cgroups.v1 import CgroupV1Driver
+    from runtime.cgroups.v2 import CgroupV2Driver, weight_from_shares
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 
@@ -48,7 +51,25 @@ def cgroup_version(root: Path = DEFAULT_ROOT, *, mountinfo: Path = MOUNTINFO) ->
 
 
 def detect(root: Path = DEFAULT_ROOT, *, mountinfo: Path = MOUNTINFO) -> CgroupDriver:
-    """The driver for the cgroup hierarchy (or hierarchies) mounted at ``root``."""
+    """The driver for the cgroup hierarchy (or hierarchies) mounted at ``root``.
+
+    Only the driver this host needs is imported: ``podium-runtime`` pays for one."""
     if cgroup_version(root, mountinfo=mountinfo) == 2:
+        from runtime.cgroups.v2 import CgroupV2Driver
+
         return CgroupV2Driver(root)
+    from runtime.cgroups.v1 import CgroupV1Driver
+
     return CgroupV1Driver(root, mountinfo=mountinfo)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CgroupV1Driver":
+        from runtime.cgroups.v1 import CgroupV1Driver
+
+        return CgroupV1Driver
+    if name in ("CgroupV2Driver", "weight_from_shares"):
+        from runtime.cgroups import v2
+
+        return getattr(v2, name)
+    raise AttributeError(f"module 'runtime.cgroups' has no attribute {name!r}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
@@ -16,8 +16,7 @@ V1_CONTROLLERS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
     mount_point: Path
     fs_type: str
     super_options: tuple[str, ...]

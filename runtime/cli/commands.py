@@ -164,7 +164,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     rt = _runtime(args)
     while True:
         stats = rt.stats(args.id)
-        _print_json({"type": "stats", "id": args.id, "data": stats.__dict__})
+        _print_json({"type": "stats", "id": args.id, "data": stats._asdict()})
         sys.stdout.flush()
         if args.stats or rt.state(args.id).status is Status.STOPPED:
             return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from runtime.api import Runtime
@@ -28,13 +27,13 @@ def exec_process_from_args(rt: Runtime, args: argparse.Namespace) -> Process:
         argv = args.args[1:] if args.args[:1] == ["--"] else args.args
         if not argv:
             raise ConfigError("", "exec: give a command to run, or --process FILE")
-        process = replace(base, args=tuple(argv), terminal=False)
+        process = base._replace(args=tuple(argv), terminal=False)
     if args.cwd:
-        process = replace(process, cwd=args.cwd)
+        process = process._replace(cwd=args.cwd)
     if args.env:
-        process = replace(process, env=process.env + tuple(args.env))
+        process = process._replace(env=process.env + tuple(args.env))
     if args.user:
-        process = replace(process, user=lookup_user(Path(state.rootfs), args.user))
+        process = process._replace(user=lookup_user(Path(state.rootfs), args.user))
     if args.tty or process.terminal:
         raise ConfigError("process.terminal", "a TTY for exec is not supported yet")
     if not process.args:

@@ -11,9 +11,8 @@ Three kinds of field:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from runtime.errors import BundleError, ConfigError
 from runtime.spec.model import (
@@ -65,18 +64,16 @@ _PIDS = ({"limit"}, set[str]())
 _DEVICE_RULE = ({"allow", "type", "major", "minor", "access"}, set[str]())
 
 
-@dataclass
 class _Reader:
     """Reads one JSON object, naming every field by its path for errors."""
 
-    data: dict[str, Any]
-    path: str
-    keys: tuple[set[str], set[str]]
-    warnings: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        supported, refused = self.keys
-        for key, value in self.data.items():
+    def __init__(self, data: dict[str, Any], path: str, keys: tuple[set[str], set[str]],
+                 warnings: list[str] | None = None) -> None:
+        self.data = data
+        self.path = path
+        self.warnings: list[str] = [] if warnings is None else warnings
+        supported, refused = keys
+        for key, value in data.items():
             if key in supported:
                 continue
             where = self._at(key)
@@ -132,8 +129,7 @@ def _kind_name(kind: type) -> str:
             dict: "an object"}.get(kind, kind.__name__)
 
 
-@dataclass(frozen=True)
-class Converted:
+class Converted(NamedTuple):
     config: ContainerConfig
     warnings: tuple[str, ...]
 
@@ -286,9 +282,7 @@ def _linux(r: _Reader, config: ContainerConfig) -> ContainerConfig:
         changes["masked_paths"] = r.strings("maskedPaths")
     if "readonlyPaths" in r.data:
         changes["readonly_paths"] = r.strings("readonlyPaths")
-    from dataclasses import replace
-
-    return replace(config, **changes)
+    return config._replace(**changes)
 
 
 def _resources(r: _Reader) -> Resources:

@@ -1,14 +1,16 @@
 """The runtime's one internal form of a container's configuration.
 
 OCI ``config.json`` (or a spec built in code by the agent) is converted into these
-frozen dataclasses once, by ``runtime.spec.convert``, and checked by
+immutable records once, by ``runtime.spec.convert``, and checked by
 ``runtime.spec.validate``; every later step reads only this form.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 # Docker's default capability set: what a container's root keeps.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -43,6 +45,10 @@ DEFAULT_MASKED_PATHS: tuple[str, ...] = (
     "/sys/devices/virtual/powercap",
 )
 
+# Records are NamedTuples, not dataclasses: podium-runtime imports this module on
+# every command, and building a dataclass costs far more at import time.
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
 DEFAULT_READONLY_PATHS: tuple[str, ...] = (
     "/proc/bus",
     "/proc/fs",
@@ -52,16 +58,14 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     uid: int = 0
     gid: int = 0
     additional_gids: tuple[int, ...] = ()
     umask: int | None = None
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """Capability names (``CAP_*``) per set."""
 
     bounding: frozenset[str] = frozenset(DEFAULT_CAPABILITIES)
@@ -71,15 +75,13 @@ class Capabilities:
     ambient: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Rlimit:
+class Rlimit(NamedTuple):
     type: str  # "RLIMIT_NOFILE"
     soft: int
     hard: int
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
     cwd: str = "/"
@@ -91,8 +93,7 @@ class Process:
     oom_score_adj: int | None = None
 
 
-@dataclass(frozen=True)
-class Overlay:
+class Overlay(NamedTuple):
     """An overlayfs root: read-only image layers (top first) under a private upper dir."""
 
     lower: tuple[Path, ...]
@@ -100,43 +101,37 @@ class Overlay:
     work: Path
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     path: Path  # absolute; for an overlay root, the directory it is mounted on
     readonly: bool = False
     overlay: Overlay | None = None
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     destination: str  # absolute path inside the container
     type: str = ""  # "proc", "tmpfs", "bind", ... ("" for a bind mount)
     source: str = ""
     options: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(NamedTuple):
     type: str  # "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"
     path: str | None = None  # join this namespace instead of creating one
 
 
-@dataclass(frozen=True)
-class IDMapping:
+class IDMapping(NamedTuple):
     container_id: int
     host_id: int
     size: int
 
 
-@dataclass(frozen=True)
-class Memory:
+class Memory(NamedTuple):
     limit: int | None = None  # bytes
     swap: int | None = None  # memory + swap, bytes (OCI's meaning); -1 unlimited
     reservation: int | None = None
 
 
-@dataclass(frozen=True)
-class Cpu:
+class Cpu(NamedTuple):
     shares: int | None = None  # v1 cpu.shares (2..262144); mapped to cpu.weight on v2
     quota: int | None = None  # microseconds per period; -1 unlimited
     period: int | None = None  # microseconds
@@ -144,13 +139,11 @@ class Cpu:
     mems: str | None = None
 
 
-@dataclass(frozen=True)
-class Pids:
+class Pids(NamedTuple):
     limit: int | None = None  # -1 or 0: unlimited
 
 
-@dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(NamedTuple):
     """A linux.resources.devices entry (allow or deny access to device numbers)."""
 
     allow: bool
@@ -160,16 +153,14 @@ class DeviceRule:
     access: str = "rwm"
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(NamedTuple):
     memory: Memory = Memory()
     cpu: Cpu = Cpu()
     pids: Pids = Pids()
     devices: tuple[DeviceRule, ...] = ()
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """A linux.devices entry: a device node created in the container's /dev."""
 
     path: str
@@ -181,8 +172,7 @@ class Device:
     gid: int = 0
 
 
-@dataclass(frozen=True)
-class ContainerConfig:
+class ContainerConfig(NamedTuple):
     oci_version: str
     process: Process
     root: Root
@@ -196,10 +186,10 @@ class ContainerConfig:
     cgroups_path: str | None = None
     masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS
-    sysctl: dict[str, str] = field(default_factory=dict)
+    sysctl: Mapping[str, str] = _EMPTY
     devices: tuple[Device, ...] = ()
     rootfs_propagation: str | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = _EMPTY
 
     def namespace(self, ns_type: str) -> Namespace | None:
         for ns in self.namespaces:

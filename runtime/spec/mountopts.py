@@ -6,7 +6,7 @@ filesystem as its data string, in their order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from runtime import syscalls as sc
 
@@ -62,8 +62,7 @@ PROPAGATION_NAMES = frozenset(_PROPAGATION)
 OPTION_NAMES = frozenset(_FLAGS) | PROPAGATION_NAMES
 
 
-@dataclass(frozen=True)
-class MountFlags:
+class MountFlags(NamedTuple):
     flags: int  # mount(2) flags for the mount itself
     propagation: int  # a separate mount(2) call changes propagation
     data: str  # filesystem options, comma-joined

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -53,11 +52,12 @@ def make_config(root: Path, **kw: object) -> ContainerConfig:
     )
 
 
-@dataclass
 class FailingSyscalls(sc.RecordingSyscalls):
     """Records like the fake, and fails new filesystem mounts whose target ends with a suffix."""
 
-    fail_target: dict[str, int] = field(default_factory=dict)
+    def __init__(self, fail_target: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self.fail_target = fail_target or {}
 
     def mount(self, source: str, target: str, fstype: str | None, flags: int,
               data: str | None) -> None:
@@ -264,9 +264,8 @@ def test_missing_bind_source_is_a_setup_error(root: Path) -> None:
 
 
 def test_locked_flags_are_kept_on_bind_remount(root: Path, tmp_path: Path) -> None:
-    @dataclass
     class Locked(sc.RecordingSyscalls):
-        tries: int = 0
+        tries = 0
 
         def mount(self, source: str, target: str, fstype: str | None, flags: int,
                   data: str | None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -52,12 +51,10 @@ def stats(fs: CgroupFs, cpu_dir: Path | None, cpuacct_dir: Path | None,
             ticks = read_keyed(fs, cpuacct_dir / "cpuacct.stat")
             user = ticks.get("user", 0) * NS_PER_TICK
             system = ticks.get("system", 0) * NS_PER_TICK
-        s = dataclasses.replace(s, cpu_usage_ns=usage, cpu_user_ns=user, cpu_system_ns=system)
+        s = s._replace(cpu_usage_ns=usage, cpu_user_ns=user, cpu_system_ns=system)
     if cpu_dir is not None:
         st = read_keyed(fs, cpu_dir / "cpu.stat")
-        s = dataclasses.replace(
-            s,
-            cpu_nr_periods=st.get("nr_periods", 0),
+        s = s._replace(cpu_nr_periods=st.get("nr_periods", 0),
             cpu_nr_throttled=st.get("nr_throttled", 0),
             cpu_throttled_ns=st.get("throttled_time", 0),
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from runtime.cgroups.base import CgroupStats
@@ -68,9 +67,7 @@ def stats(fs: CgroupFs, d: Path, s: CgroupStats) -> CgroupStats:
     limit: int | None = read_int(fs, d / LIMIT, default=-1)
     if limit is None or limit < 0 or limit >= UNLIMITED_FROM:
         limit = None
-    return dataclasses.replace(
-        s,
-        memory_current=read_int(fs, d / "memory.usage_in_bytes"),
+    return s._replace(memory_current=read_int(fs, d / "memory.usage_in_bytes"),
         memory_peak=read_int(fs, d / "memory.max_usage_in_bytes"),
         memory_limit=limit,
         # oom_kill appeared in memory.oom_control in Linux 4.13.

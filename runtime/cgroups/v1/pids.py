@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from runtime.cgroups.base import CgroupStats
@@ -27,4 +26,4 @@ def apply(fs: CgroupFs, d: Path, pids: Pids) -> None:
 def stats(fs: CgroupFs, d: Path, s: CgroupStats) -> CgroupStats:
     text = read_optional(fs, d / "pids.max")
     limit = None if text in (None, "", "max") else parse_int(d / "pids.max", text)
-    return dataclasses.replace(s, pids_current=read_int(fs, d / "pids.current"), pids_limit=limit)
+    return s._replace(pids_current=read_int(fs, d / "pids.current"), pids_limit=limit)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from runtime.cgroups.base import CgroupStats
@@ -45,9 +44,7 @@ def apply(fs: CgroupFs, d: Path, cpu: Cpu) -> None:
 def stats(fs: CgroupFs, d: Path, s: CgroupStats) -> CgroupStats:
     # cpu.stat exists in every cgroup; the throttling lines only with the cpu controller.
     st = read_keyed(fs, d / "cpu.stat")
-    return dataclasses.replace(
-        s,
-        cpu_usage_ns=st.get("usage_usec", 0) * 1000,
+    return s._replace(cpu_usage_ns=st.get("usage_usec", 0) * 1000,
         cpu_user_ns=st.get("user_usec", 0) * 1000,
         cpu_system_ns=st.get("system_usec", 0) * 1000,
         cpu_nr_periods=st.get("nr_periods", 0),

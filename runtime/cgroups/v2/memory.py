@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from runtime.cgroups.base import CgroupStats
@@ -58,9 +57,7 @@ def apply(fs: CgroupFs, d: Path, memory: Memory) -> None:
 def stats(fs: CgroupFs, d: Path, s: CgroupStats) -> CgroupStats:
     text = read_optional(fs, d / "memory.max")
     limit = None if text in (None, "", "max") else parse_int(d / "memory.max", text)
-    return dataclasses.replace(
-        s,
-        memory_current=read_int(fs, d / "memory.current"),
+    return s._replace(memory_current=read_int(fs, d / "memory.current"),
         memory_peak=read_int(fs, d / "memory.peak"),  # Linux 5.19+
         memory_limit=limit,
         oom_kills=read_keyed(fs, d / "memory.events").get("oom_kill", 0),

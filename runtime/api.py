@@ -86,12 +86,13 @@ class Runtime:
             raise
 
     def state(self, container_id: str) -> State:
-        recorded = self.store.load_recorded(container_id)
-        frozen = None
-        if recorded.status in (Status.RUNNING, Status.PAUSED) and recorded.cgroup_path:
-            cgroup = self._cgroup(recorded)
-            frozen = cgroup.exists() and cgroup.is_frozen()
-        return self.store.load(container_id, frozen=frozen)
+        state = self.store.load(container_id)
+        # Only a live container can be paused: ask its freezer then, not before.
+        if state.status is Status.RUNNING and state.cgroup_path:
+            cgroup = self._cgroup(state)
+            if cgroup.is_frozen():
+                return state._replace(status=Status.PAUSED)
+        return state
 
     def containers(self) -> list[State]:
         states = []

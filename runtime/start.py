@@ -30,8 +30,8 @@ def start(store: StateStore, container_id: str) -> State:
                 raise SetupError(f"container {container_id}: init exited before it could start")
     finally:
         os.close(fd)
+    # The fifo's absence is the record that the container started (see runtime.state):
+    # no state file to rewrite on this path.
     fifo.unlink()
-    started = state._replace(status=Status.RUNNING)
-    store.save(started)
-    return started
+    return state._replace(status=Status.RUNNING)
 

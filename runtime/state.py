@@ -201,6 +201,25 @@ class StateStore:
                       if p.is_dir() and (p / "state.json").exists())
 
     def remove(self, container_id: str) -> None:
-        import shutil  # only here: it is slow to import and create never needs it
+        _remove_tree(self.dir(container_id))
 
-        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+
+def _remove_tree(path: Path) -> None:
+    """shutil.rmtree for a state directory (a few files), without importing shutil:
+    podium-runtime pays for every module it imports on every command."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _remove_tree(Path(entry.path))
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass

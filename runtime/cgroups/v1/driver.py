@@ -72,10 +72,36 @@ class CgroupV1:
 
     def create(self) -> None:
         for root in self._roots():
-            for level in common.levels(root, self.path):
-                common.make_dir(self._fs, level)
-                if self._hierarchies.get("cpuset") == root:
+            made = self._make(root)
+            if self._hierarchies.get("cpuset") == root:
+                for level in made:
                     cpuset.inherit(self._fs, level)
+
+    def _make(self, root: Path) -> list[Path]:
+        """mkdir the cgroup in one hierarchy; returns the directories it made.
+
+        One mkdir in the usual case, where the parent exists already: this runs for
+        every container start, in every hierarchy."""
+        leaf = root / self.path
+        try:
+            self._fs.mkdir(leaf)
+            return [leaf]
+        except FileExistsError:
+            return []
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise CgroupError(str(leaf), f"cannot create: {e.strerror or e}") from None
+        made = []
+        for level in common.levels(root, self.path):
+            try:
+                self._fs.mkdir(level)
+                made.append(level)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise CgroupError(str(level), f"cannot create: {e.strerror or e}") from None
+        return made
 
     def apply(self, resources: Resources) -> None:
         r = resources
@@ -142,9 +168,20 @@ class CgroupV1:
         )
 
     def remove(self) -> None:
+        # The usual case, once the container has exited: one rmdir per hierarchy.
+        busy = []
+        for d in self._dirs():
+            try:
+                self._fs.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy.append(d)  # processes or child cgroups left: the slow path below
+        if not busy:
+            return
         if self.procs():
             self.kill()
-        for d in self._dirs():
+        for d in busy:
             common.remove_tree(self._fs, d, self._timeout)
 
     def exists(self) -> bool:

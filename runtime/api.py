@@ -7,6 +7,7 @@ method here, and the ``podium-runtime`` CLI and the agent are both its callers.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from runtime import syscalls as sc
@@ -33,9 +34,11 @@ class Runtime:
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
         cgroup_driver: CgroupDriver | None = None,
         syscalls: sc.Syscalls | None = None,
+        systemd_cgroup: bool = False,
     ) -> None:
         self.store = StateStore(Path(root))
         self.cgroup_parent = cgroup_parent
+        self.systemd_cgroup = systemd_cgroup
         self._driver = cgroup_driver
         self.sys: sc.Syscalls = syscalls or sc.LinuxSyscalls()
 
@@ -62,13 +65,20 @@ class Runtime:
         """Build the container and leave its init blocked before exec (see ``start``)."""
         validate(config)
         options = CreateOptions(stdio=stdio, pid_file=pid_file,
-                                cgroup_parent=self.cgroup_parent, bundle=bundle)
+                                cgroup_parent=self.cgroup_parent, bundle=bundle,
+                                systemd_cgroup=self.systemd_cgroup)
         return create(self.store, self.driver, self.sys, container_id, config, options)
 
     def create_bundle(self, container_id: str, bundle: Path, *, stdio: Stdio = (None, None, None),
-                      pid_file: Path | None = None) -> State:
+                      pid_file: Path | None = None,
+                      on_warning: Callable[[str], None] | None = None) -> State:
+        """create from an OCI bundle; fields the spec does not know go to ``on_warning``."""
         self.store.dir(container_id)  # reject a bad ID before reading anything
-        config = load_bundle(bundle).config
+        converted = load_bundle(bundle)
+        if on_warning is not None:
+            for warning in converted.warnings:
+                on_warning(warning)
+        config = converted.config
         return self.create(container_id, config, bundle=bundle.resolve(), stdio=stdio,
                            pid_file=pid_file)
 

@@ -31,12 +31,36 @@ class CreateOptions(NamedTuple):
     pid_file: Path | None = None
     cgroup_parent: str = "podium"
     bundle: Path | None = None  # recorded in the state; the spec may be built in code
+    systemd_cgroup: bool = False  # read cgroupsPath as slice:prefix:name
 
 
-def cgroup_path_for(config: ContainerConfig, container_id: str, parent: str) -> str:
+def cgroup_path_for(config: ContainerConfig, container_id: str, parent: str,
+                    systemd: bool = False) -> str:
+    if systemd and config.cgroups_path:
+        return systemd_cgroup_path(config.cgroups_path)
     if config.cgroups_path:
         return config.cgroups_path.strip("/")
     return f"{parent.strip('/')}/{container_id}"
+
+
+def systemd_cgroup_path(spec: str) -> str:
+    """``slice:prefix:name`` (systemd's form, as runc's --systemd-cgroup takes it) as the
+    cgroupfs path systemd would use: ``a-b.slice:podium:x`` -> ``a.slice/a-b.slice/podium-x.scope``.
+
+    podium writes the cgroup files itself; it does not ask systemd to make a unit."""
+    parts = spec.split(":")
+    if len(parts) != 3 or not parts[2]:
+        raise ConfigError("linux.cgroupsPath",
+                          f"{spec!r} is not slice:prefix:name (as --systemd-cgroup needs)")
+    slice_name, prefix, name = parts
+    path = []
+    if slice_name and slice_name != "-.slice":
+        if not slice_name.endswith(".slice") or "/" in slice_name:
+            raise ConfigError("linux.cgroupsPath", f"{slice_name!r} is not a slice name")
+        words = slice_name[: -len(".slice")].split("-")
+        path = ["-".join(words[: i + 1]) + ".slice" for i in range(len(words))]
+    path.append(f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+    return "/".join(path)
 
 
 def now_rfc3339() -> str:
@@ -67,7 +91,8 @@ def create(
         # Writable by the init whoever it runs as (a mapped root, a non-root user);
         # chmod because mkfifo's mode passes through the umask.
         os.chmod(fifo, 0o622)
-        cgroup = driver.cgroup(cgroup_path_for(config, container_id, options.cgroup_parent))
+        cgroup = driver.cgroup(cgroup_path_for(config, container_id, options.cgroup_parent,
+                                               options.systemd_cgroup))
         cgroup.create()
         cgroup.apply(config.resources)
         init_pid = _fork_init(config, cgroup, state_dir, options.stdio, sys)

@@ -2,8 +2,9 @@
 
 ``spawn_shim`` forks twice (the shim is nobody's child but init's or the nearest
 subreaper's) and the shim then
-- becomes a child subreaper, so the container's init — re-parented from the
-  runtime's stage 1 — is its child and its exit status comes to the shim;
+- becomes a child subreaper, so the container's init is its child (forked by it,
+  or re-parented to it from stage 1 with a user namespace) and every orphan of
+  the container is reaped by it;
 - creates and starts the container with stdout and stderr on pipes it owns;
 - writes every line to a log file in the CRI format (``<RFC3339Nano> stdout F <line>``,
   ``P`` for a partial line), as the kubelet's readers expect;
@@ -97,7 +98,11 @@ class _Shim:
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             self.rt.create(self.id, self.config, bundle=self.bundle,
                            stdio=(devnull, out_w, err_w))
-            state = self.rt.start(self.id)
+            try:
+                state = self.rt.start(self.id)
+            except BaseException:
+                self.rt.delete(self.id, force=True)  # nothing half-made stays behind
+                raise
             for fd in (out_w, err_w):
                 os.close(fd)
             log_path = self.log_path or self.rt.store.dir(self.id) / "container.log"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.busybox import make_rootfs
-from tests.support.leaks import Snapshot, test_cgroup_parent
+from tests.support.leaks import Snapshot, session_cgroup_parent
 
 REQUIRE_ALL = os.environ.get("PODIUM_REQUIRE_ALL") == "1"
 TMP_MARKER = "podium-test-"
@@ -70,7 +70,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     if "integration" not in str(request.node.fspath) or os.geteuid() != 0:
         yield
         return
-    markers = (TMP_MARKER, test_cgroup_parent())
+    markers = (TMP_MARKER, session_cgroup_parent())
     before = Snapshot.take(markers)
     yield
     deadline = time.monotonic() + 3.0
@@ -110,17 +110,17 @@ def busybox_rootfs() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def cgroup_parent() -> str:
-    return test_cgroup_parent()
+    return session_cgroup_parent()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _remove_test_cgroup_parent() -> Iterator[None]:
+def _remove_session_cgroup_parent() -> Iterator[None]:
     yield
     root = Path("/sys/fs/cgroup")
     if not root.exists():
         return
-    for hierarchy in root.iterdir():
-        parent = hierarchy / test_cgroup_parent()
+    for hierarchy in [root, *root.iterdir()]:  # v2's root, v1's hierarchies
+        parent = hierarchy / session_cgroup_parent()
         if parent.is_dir():
             try:
                 parent.rmdir()

@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--debug", action="store_true", help="log debug messages and tracebacks")
     p.add_argument("--systemd-cgroup", action="store_true",
-                   help="read cgroupsPath as slice:prefix:name (mapped onto cgroupfs)")
+                   help="read cgroupsPath as slice:prefix:name, mapped onto cgroupfs as "
+                        "systemd lays it out (no systemd unit is made)")
     p.add_argument("--cgroup-parent", default="podium", help="parent of container cgroups")
     p.add_argument("-v", "--version", action="store_true", help="print the version")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.cli import commands
     from runtime.errors import RuntimeError_
 
+    args.logger = log
     try:
         return int(getattr(commands, "cmd_" + args.command)(args) or 0)
     except RuntimeError_ as e:

@@ -17,7 +17,8 @@ from runtime.state import Status
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
-    return Runtime(root=Path(args.root), cgroup_parent=args.cgroup_parent)
+    return Runtime(root=Path(args.root), cgroup_parent=args.cgroup_parent,
+                   systemd_cgroup=args.systemd_cgroup)
 
 
 def _print_json(data: object) -> None:
@@ -37,8 +38,11 @@ def cmd_spec(args: argparse.Namespace) -> int:
 def cmd_create(args: argparse.Namespace) -> int:
     if args.console_socket:
         raise ConfigError("", "--console-socket is not supported yet")
+    if args.no_pivot:
+        raise ConfigError("", "--no-pivot is not supported: podium always uses pivot_root")
     _runtime(args).create_bundle(args.id, Path(args.bundle),
-                                 pid_file=Path(args.pid_file) if args.pid_file else None)
+                                 pid_file=Path(args.pid_file) if args.pid_file else None,
+                                 on_warning=args.logger.warning)
     return 0
 
 
@@ -87,8 +91,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import prctl
 
     prctl.set_child_subreaper(1)
-    rt.create_bundle(args.id, bundle, pid_file=Path(args.pid_file) if args.pid_file else None)
-    state = rt.start(args.id)
+    rt.create_bundle(args.id, bundle, pid_file=Path(args.pid_file) if args.pid_file else None,
+                     on_warning=args.logger.warning)
+    try:
+        state = rt.start(args.id)
+    except BaseException:
+        rt.delete(args.id, force=True)
+        raise
     code = _wait_forwarding_signals(state.pid)
     rt.delete(args.id, force=True)
     return code

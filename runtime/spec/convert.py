@@ -213,7 +213,9 @@ def _process(r: _Reader) -> Process:
     user = User(uid=user_r.get("uid", int, 0), gid=user_r.get("gid", int, 0),
                 additional_gids=user_r.ints("additionalGids"),
                 umask=None if umask < 0 else umask)
-    capabilities: Capabilities | None = None
+    # No capabilities object: Docker's default set, as Docker would give (runc would
+    # leave the caller's full set, which is never what a container should get).
+    capabilities = Capabilities()
     if r.has("capabilities"):
         c = r.child("capabilities", _CAPS)
         capabilities = Capabilities(

@@ -22,7 +22,7 @@ TEST_PREFIX = "pt"  # network devices, nftables tables
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def test_cgroup_parent() -> str:
+def session_cgroup_parent() -> str:
     """The cgroup parent every test container goes under, one per test session."""
     return f"podium-test-{os.getpid()}"
 
@@ -42,7 +42,8 @@ def _cgroups(parents: tuple[str, ...]) -> set[str]:
     found = set()
     if not CGROUP_ROOT.exists():
         return found
-    for hierarchy in CGROUP_ROOT.iterdir():
+    # v1: one hierarchy per directory below the root; v2: the root itself.
+    for hierarchy in [CGROUP_ROOT, *CGROUP_ROOT.iterdir()]:
         for parent in parents:
             base = hierarchy / parent
             if base.is_dir():
@@ -94,7 +95,7 @@ class Snapshot:
     def take(cls, mount_markers: tuple[str, ...]) -> Snapshot:
         return cls(
             mounts=_mounts(mount_markers),
-            cgroups=_cgroups((test_cgroup_parent(), "podium")),
+            cgroups=_cgroups((session_cgroup_parent(), "podium")),
             netdevs=_netdevs(),
             nft_tables=_nft_tables(),
             processes=_processes(),

@@ -169,3 +169,31 @@ def test_mount_options() -> None:
     assert parse_mount_options(["ro", "rw"]).flags == 0
     with pytest.raises(ValueError, match="'nope'"):
         parse_mount_options(["nope"])
+
+
+def test_missing_capabilities_mean_dockers_default_set() -> None:
+    data = base()
+    del data["process"]["capabilities"]
+    caps = conv(data).process.capabilities
+    assert caps is not None and caps.bounding == frozenset(DEFAULT_CAPABILITIES)
+    assert caps.ambient == frozenset()
+
+
+@pytest.mark.parametrize("spec, path", [
+    ("system.slice:podium:abc", "system.slice/podium-abc.scope"),
+    ("a-b.slice:podium:x", "a.slice/a-b.slice/podium-x.scope"),
+    (":podium:x", "podium-x.scope"),
+    ("machine.slice::x", "machine.slice/x.scope"),
+])
+def test_systemd_cgroup_paths(spec: str, path: str) -> None:
+    from runtime.create import systemd_cgroup_path
+
+    assert systemd_cgroup_path(spec) == path
+
+
+@pytest.mark.parametrize("bad", ["plain/path", "a:b", "x.scope:p:n", "s.slice:p:"])
+def test_bad_systemd_cgroup_paths(bad: str) -> None:
+    from runtime.create import systemd_cgroup_path
+
+    with pytest.raises(ConfigError, match="linux.cgroupsPath"):
+        systemd_cgroup_path(bad)

@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# Byte-compile once: podium-runtime imports its modules on every command, and
+	@# PYTHONDONTWRITEBYTECODE would otherwise leave them compiled from source each time.
+	$(PY) -m compileall -q runtime proto >/dev/null
 	@touch $(STAMP)
 
 test: setup
@@ -36,6 +39,7 @@ demo: setup
 	bash deploy/demo.sh
 
 bench: setup
+	$(PY) -m compileall -q runtime >/dev/null
 	$(PY) bench/container_start.py
 
 lint: setup

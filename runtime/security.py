@@ -25,6 +25,7 @@ import prctl
 from runtime.errors import ConfigError, SetupError
 from runtime.spec.capabilities import CAPABILITIES, last_cap
 from runtime.spec.model import Capabilities, Process, Rlimit, User
+from runtime.syscalls import Recorder
 
 RLIMITS: dict[str, int] = {
     "RLIMIT_AS": resource.RLIMIT_AS,
@@ -181,26 +182,15 @@ class LinuxSecurityOps:
         prctl.set_no_new_privs(1)
 
 
-class RecordingSecurityOps:
-    """A fake for unit tests: records each call as a tuple and succeeds.
+class RecordingSecurityOps(Recorder):
+    """A fake for unit tests: records each call and succeeds (see ``Recorder``)."""
 
-    ``fail_on`` maps a call name to the errno it should fail with.
-    """
+    name_in_error = False
 
     def __init__(self, kernel_last_cap: int = max(CAPABILITIES.values()),
                  fail_on: dict[str, int] | None = None) -> None:
+        super().__init__(fail_on)
         self.kernel_last_cap = kernel_last_cap
-        self.calls: list[tuple[object, ...]] = []
-        self.fail_on: dict[str, int] = fail_on or {}
-
-    def _record(self, name: str, *args: object) -> None:
-        self.calls.append((name, *args))
-        if name in self.fail_on:
-            err = self.fail_on[name]
-            raise OSError(err, os.strerror(err))
-
-    def names(self) -> list[str]:
-        return [str(call[0]) for call in self.calls]
 
     def last_cap(self) -> int:
         return self.kernel_last_cap

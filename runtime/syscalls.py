@@ -158,11 +158,14 @@ class LinuxSyscalls:
         os.chown(path, uid, gid, follow_symlinks=False)
 
 
-class RecordingSyscalls:
-    """A fake for unit tests: records every call as a tuple and succeeds.
+class Recorder:
+    """The base of the recording fakes: every call becomes a tuple in ``calls``.
 
-    Set ``fail_on`` to a call name to make that call raise ``OSError(errno)``.
+    ``fail_on`` maps a call name to the errno that call should fail with; the error
+    reads like the real one's (the seam's calls name themselves, plain OS calls do not).
     """
+
+    name_in_error = True
 
     def __init__(self, fail_on: dict[str, int] | None = None) -> None:
         self.calls: list[tuple[object, ...]] = []
@@ -172,7 +175,15 @@ class RecordingSyscalls:
         self.calls.append((name, *args))
         if name in self.fail_on:
             err = self.fail_on[name]
-            raise OSError(err, f"{name}: {os.strerror(err)}")
+            text = os.strerror(err)
+            raise OSError(err, f"{name}: {text}" if self.name_in_error else text)
+
+    def names(self) -> list[str]:
+        return [str(call[0]) for call in self.calls]
+
+
+class RecordingSyscalls(Recorder):
+    """A fake for unit tests: records every kernel call and succeeds (see ``Recorder``)."""
 
     def unshare(self, flags: int) -> None:
         self._record("unshare", flags)
@@ -202,6 +213,3 @@ class RecordingSyscalls:
 
     def chown(self, path: str, uid: int, gid: int) -> None:
         self._record("chown", path, uid, gid)
-
-    def names(self) -> list[str]:
-        return [str(call[0]) for call in self.calls]

@@ -1,0 +1,192 @@
+"""nftables for the node: masquerade pods' outbound traffic, DNAT hostPorts to pods.
+
+One table per node (``inet podium`` by default), in the node's network namespace:
+
+    chain hostports      one DNAT rule per published port, its comment naming the mapping
+    chain prerouting     nat hook: traffic to one of the node's own addresses → hostports
+    chain output         the same for connections the node itself opens
+    chain postrouting    masquerade what leaves the pod CIDR, and hostPort traffic a
+                         pod sends back into the CIDR (so the reply returns the same way)
+
+Changes go to ``nft -f -`` as one script (one transaction); reads use ``nft -j``.
+pyroute2's nftables support is too thin for NAT expressions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from agent.errors import NetworkError, PortConflictError
+from agent.network.netns import run_in_netns
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+_COMMENT_TAG = "hostport"
+
+
+class PortMapping(NamedTuple):
+    """A hostPort: ``protocol`` traffic to ``host_port`` on the node goes to the pod."""
+
+    pod_ip: IPv4Address
+    container_port: int
+    host_port: int
+    protocol: str  # tcp, udp or sctp
+
+    def comment(self) -> str:
+        target = f"{self.pod_ip}:{self.container_port}"
+        return f"{_COMMENT_TAG} {self.protocol} {self.host_port} {target}"
+
+    @classmethod
+    def from_comment(cls, comment: str) -> PortMapping | None:
+        fields = comment.split()
+        if len(fields) != 4 or fields[0] != _COMMENT_TAG or ":" not in fields[3]:
+            return None
+        ip, _, port = fields[3].rpartition(":")
+        try:
+            return cls(IPv4Address(ip), int(port), int(fields[2]), fields[1])
+        except ValueError:
+            return None
+
+
+def port_mapping(pod_ip: IPv4Address | str, container_port: int, host_port: int,
+                 protocol: str = "TCP") -> PortMapping:
+    """A checked mapping; the protocol is spelt as Kubernetes does (TCP) or as nft does."""
+    proto = protocol.lower()
+    if proto not in PROTOCOLS:
+        raise NetworkError(f"hostPort {host_port}: unknown protocol {protocol!r}")
+    for what, port in (("hostPort", host_port), ("containerPort", container_port)):
+        if not 0 < port < 65536:
+            raise NetworkError(f"{what} {port}: not a port number (1-65535)")
+    return PortMapping(IPv4Address(pod_ip), container_port, host_port, proto)
+
+
+class NatTable:
+    """The node's nftables table (``inet <name>``) in the node's network namespace."""
+
+    def __init__(self, name: str, pod_cidr: IPv4Network, netns: Path | None = None) -> None:
+        self.name = name
+        self.pod_cidr = pod_cidr
+        self.netns = netns
+
+    # The table ----------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the table and its chains, and (re)write the masquerade rules.
+
+        Idempotent: published hostPorts survive; only the fixed chains are rewritten.
+        """
+        t, cidr = f"inet {self.name}", self.pod_cidr
+        self._run_script(
+            f"add table {t}\n"
+            f"add chain {t} hostports\n"
+            f"add chain {t} prerouting {{ type nat hook prerouting priority -100; }}\n"
+            f"add chain {t} output {{ type nat hook output priority -100; }}\n"
+            f"add chain {t} postrouting {{ type nat hook postrouting priority 100; }}\n"
+            f"flush chain {t} prerouting\n"
+            f"flush chain {t} output\n"
+            f"flush chain {t} postrouting\n"
+            f"add rule {t} prerouting fib daddr type local jump hostports\n"
+            f"add rule {t} output fib daddr type local jump hostports\n"
+            f"add rule {t} postrouting ip saddr {cidr} ip daddr != {cidr} masquerade\n"
+            f"add rule {t} postrouting ct status dnat ip saddr {cidr} ip daddr {cidr} masquerade\n"
+        )
+
+    def exists(self) -> bool:
+        return self._run(["list", "table", "inet", self.name], check=False).returncode == 0
+
+    def delete(self) -> bool:
+        """Remove the table with every rule in it; False if there was none (idempotent)."""
+        if not self.exists():
+            return False
+        self._run_script(f"delete table inet {self.name}\n")
+        return True
+
+    # hostPorts ----------------------------------------------------------------
+
+    def published(self) -> list[PortMapping]:
+        return [mapping for mapping, _ in self._hostport_rules()]
+
+    def publish(self, pod_ip: IPv4Address | str, container_port: int, host_port: int,
+                protocol: str = "TCP") -> PortMapping:
+        """DNAT ``protocol`` traffic to ``host_port`` on the node's addresses to the pod.
+
+        Publishing the same mapping twice is a no-op; the host port taken by another
+        mapping is a PortConflictError.
+        """
+        mapping = port_mapping(pod_ip, container_port, host_port, protocol)
+        for existing, _ in self._hostport_rules():
+            if (existing.protocol, existing.host_port) == (mapping.protocol, host_port):
+                if existing == mapping:
+                    return mapping
+                raise PortConflictError(
+                    f"hostPort {mapping.protocol}/{host_port}: already published to "
+                    f"{existing.pod_ip}:{existing.container_port} (table inet {self.name})"
+                )
+        self._run_script(
+            f"add rule inet {self.name} hostports meta l4proto {mapping.protocol} "
+            f"th dport {host_port} dnat ip to {mapping.pod_ip}:{container_port} "
+            f'comment "{mapping.comment()}"\n'
+        )
+        return mapping
+
+    def unpublish(self, pod_ip: IPv4Address | str, container_port: int, host_port: int,
+                  protocol: str = "TCP") -> bool:
+        """Remove one mapping; False if it was not published (idempotent)."""
+        wanted = port_mapping(pod_ip, container_port, host_port, protocol)
+        return self._delete_rules(lambda m: m == wanted) > 0
+
+    def unpublish_pod(self, pod_ip: IPv4Address | str) -> int:
+        """Remove every mapping to ``pod_ip``; returns how many there were."""
+        ip = IPv4Address(pod_ip)
+        if not self.exists():
+            return 0
+        return self._delete_rules(lambda m: m.pod_ip == ip)
+
+    # Inside -------------------------------------------------------------------
+
+    def _delete_rules(self, match: Any) -> int:
+        handles = [handle for mapping, handle in self._hostport_rules() if match(mapping)]
+        if handles:
+            self._run_script("".join(
+                f"delete rule inet {self.name} hostports handle {h}\n" for h in handles
+            ))
+        return len(handles)
+
+    def _hostport_rules(self) -> list[tuple[PortMapping, int]]:
+        out = self._run(["-j", "list", "chain", "inet", self.name, "hostports"]).stdout
+        try:
+            items = json.loads(out)["nftables"]
+        except (ValueError, KeyError) as e:
+            raise NetworkError(f"nftables table inet {self.name}: unreadable listing") from e
+        found = []
+        for item in items:
+            rule = item.get("rule")
+            if rule is None:
+                continue
+            mapping = PortMapping.from_comment(rule.get("comment", ""))
+            if mapping is not None:
+                found.append((mapping, int(rule["handle"])))
+        return found
+
+    def _run_script(self, script: str) -> None:
+        self._run(["-f", "-"], stdin=script)
+
+    def _run(self, args: list[str], stdin: str | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+        if nft is None:
+            raise NetworkError("nft: command not found (install the nftables package)")
+
+        def call() -> subprocess.CompletedProcess[str]:
+            return subprocess.run([nft, *args], input=stdin, capture_output=True, text=True)
+
+        done = run_in_netns(self.netns, call)
+        if check and done.returncode != 0:
+            error = next((line for line in done.stderr.splitlines() if "Error" in line),
+                         done.stderr.strip() or f"exit status {done.returncode}")
+            raise NetworkError(f"nftables table inet {self.name}: nft {' '.join(args)}: {error}")
+        return done

@@ -1,0 +1,226 @@
+"""A pod's network sandbox, and the node network all sandboxes hang off.
+
+``PodNetwork`` is the agent's one handle on networking. For the node it keeps the
+bridge (holding the pod CIDR's gateway) and the nftables table; for each pod:
+
+    <netns_dir>/<uid>          a network namespace, bind-mounted so it outlives any
+                               process; containers join it by path (OCI namespace
+                               ``{"type": "network", "path": ...}``)
+    veth <prefix><hash>        the host end, a port of the bridge; its peer is the
+                               pod's ``eth0``, holding the pod's address, with the
+                               default route via the gateway
+    <pods_dir>/<uid>/network/  hosts, hostname, resolv.conf for bind mounts
+
+``teardown`` undoes all of it, and any part of it: a sandbox half made when the
+agent crashed is cleaned by the same call.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from agent.errors import NetworkError
+from agent.network.bridge import delete_link, ensure_bridge, link_index, netlink_errors
+from agent.network.config import NetworkConfig, check_config, check_pod_uid, host_veth_name
+from agent.network.ipam import HostLocalIPAM
+from agent.network.nat import NatTable
+from agent.network.netns import create_netns, is_netns, remove_netns, run_in_netns
+from agent.network.podfiles import pod_hostname, read_node_dns, write_pod_files
+
+POD_IFNAME = "eth0"
+
+
+class Sandbox(NamedTuple):
+    """What a pod's containers need to know about its network."""
+
+    pod_uid: str
+    netns: Path  # join with the OCI config's {"type": "network", "path": netns}
+    address: IPv4Interface  # the pod IP with the pod CIDR's prefix
+    gateway: IPv4Address
+    host_veth: str
+    files: Path  # directory holding hosts, hostname, resolv.conf
+
+    @property
+    def ip(self) -> IPv4Address:
+        return self.address.ip
+
+
+class PodNetwork:
+    """The node's pod networking, as one ``NetworkConfig`` describes it."""
+
+    def __init__(self, config: NetworkConfig) -> None:
+        check_config(config)
+        self.config = config
+        self.ipam = HostLocalIPAM(config.pod_cidr, config.state_dir)
+        self.nat = NatTable(config.nft_table, config.pod_cidr, config.node_netns)
+
+    @property
+    def gateway(self) -> IPv4Interface:
+        return self.ipam.gateway
+
+    # The node -----------------------------------------------------------------
+
+    def setup_node(self) -> None:
+        """Bridge up with the gateway address, nftables table in place (idempotent).
+
+        IP forwarding is left to the caller (``enable_ip_forwarding``): it is a
+        node-wide setting.
+        """
+
+        def bridge() -> None:
+            with _iproute() as ipr:
+                ensure_bridge(ipr, self.config.bridge, self.gateway)
+
+        run_in_netns(self.config.node_netns, bridge)
+        self.nat.ensure()
+
+    def teardown_node(self) -> None:
+        """Remove the nftables table and the bridge (idempotent); pods go first."""
+        self.nat.delete()
+
+        def bridge() -> None:
+            with _iproute() as ipr:
+                delete_link(ipr, self.config.bridge)
+
+        run_in_netns(self.config.node_netns, bridge)
+
+    # Pods ---------------------------------------------------------------------
+
+    def netns_path(self, pod_uid: str) -> Path:
+        check_pod_uid(pod_uid)
+        return self.config.netns_dir / pod_uid
+
+    def files_dir(self, pod_uid: str) -> Path:
+        check_pod_uid(pod_uid)
+        return self.config.pods_dir / pod_uid / "network"
+
+    def setup(self, pod_uid: str, pod_name: str) -> Sandbox:
+        """Make the pod's sandbox; on any failure, undo what was made and raise."""
+        hostname = pod_hostname(pod_name)
+        netns = self.netns_path(pod_uid)
+        if netns.exists():
+            raise NetworkError(f"pod {pod_uid}: sandbox {netns} exists (tear it down first)")
+        try:
+            address = self.ipam.allocate(pod_uid)
+            sandbox = self._sandbox(pod_uid, address)
+            create_netns(netns)
+            run_in_netns(self.config.node_netns, lambda: self._plug(sandbox))
+            run_in_netns(netns, lambda: self._configure_pod_side(sandbox))
+            write_pod_files(sandbox.files, hostname, address.ip,
+                            read_node_dns(self.config.resolv_conf))
+        except BaseException:
+            self.teardown(pod_uid)
+            raise
+        return sandbox
+
+    def lookup(self, pod_uid: str) -> Sandbox | None:
+        """The pod's sandbox if it has one (an agent re-adopting its pods after a restart)."""
+        address = self.ipam.lookup(pod_uid)
+        if address is None or not is_netns(self.netns_path(pod_uid)):
+            return None
+        return self._sandbox(pod_uid, address)
+
+    def teardown(self, pod_uid: str) -> None:
+        """Remove everything of the pod's sandbox that exists; safe to repeat.
+
+        Every step is tried even when one fails (the first failure is raised after),
+        so one broken part never keeps the rest, or the pod's address, alive.
+        """
+        netns = self.netns_path(pod_uid)
+        address = self.ipam.lookup(pod_uid)
+        veth = host_veth_name(self.config.veth_prefix, pod_uid)
+        files = self.files_dir(pod_uid)
+
+        def unplug() -> None:
+            with _iproute() as ipr:
+                delete_link(ipr, veth)
+
+        def remove_files() -> None:
+            shutil.rmtree(files, ignore_errors=True)
+            try:
+                files.parent.rmdir()  # the pod's directory, unless the agent keeps more there
+            except OSError:
+                pass
+
+        steps: list[Callable[[], object]] = [
+            lambda: run_in_netns(self.config.node_netns, unplug),
+            # Removing the namespace takes eth0, and so the veth, with it if unplug failed.
+            lambda: remove_netns(netns),
+            remove_files,
+        ]
+        if address is not None:
+            steps.insert(1, lambda: self.nat.unpublish_pod(address.ip))
+        failures: list[NetworkError] = []
+        for step in steps:
+            try:
+                step()
+            except NetworkError as e:
+                failures.append(e)
+        if failures:
+            raise failures[0]
+        self.ipam.release(pod_uid)  # last: the address is free only once nothing uses it
+
+    def publish(self, sandbox: Sandbox, container_port: int, host_port: int,
+                protocol: str = "TCP") -> None:
+        self.nat.publish(sandbox.ip, container_port, host_port, protocol)
+
+    # Inside -------------------------------------------------------------------
+
+    def _sandbox(self, pod_uid: str, address: IPv4Interface) -> Sandbox:
+        return Sandbox(
+            pod_uid=pod_uid,
+            netns=self.netns_path(pod_uid),
+            address=address,
+            gateway=self.gateway.ip,
+            host_veth=host_veth_name(self.config.veth_prefix, pod_uid),
+            files=self.files_dir(pod_uid),
+        )
+
+    def _plug(self, sandbox: Sandbox) -> None:
+        """In the node's namespace: the veth pair, its peer born inside the pod's as eth0."""
+        bridge_name, veth = self.config.bridge, sandbox.host_veth
+        with _iproute() as ipr:
+            bridge = link_index(ipr, bridge_name)
+            if bridge is None:
+                raise NetworkError(f"bridge {bridge_name}: missing (set up the node first)")
+            delete_link(ipr, veth)  # a leftover of this same pod, from a crash
+            fd = os.open(sandbox.netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with netlink_errors(f"veth {veth}: create"):
+                    ipr.link("add", ifname=veth, kind="veth",
+                             peer={"ifname": POD_IFNAME, "net_ns_fd": fd})
+            finally:
+                os.close(fd)
+            index = link_index(ipr, veth)
+            if index is None:
+                raise NetworkError(f"veth {veth}: created but not found")
+            with netlink_errors(f"veth {veth}: attach to bridge {bridge_name}"):
+                ipr.link("set", index=index, master=bridge, state="up")
+
+    def _configure_pod_side(self, sandbox: Sandbox) -> None:
+        """In the pod's namespace: lo and eth0 up, the address, the default route."""
+        where = f"pod {sandbox.pod_uid}"
+        with _iproute() as ipr:
+            lo, eth0 = link_index(ipr, "lo"), link_index(ipr, POD_IFNAME)
+            if lo is None or eth0 is None:
+                raise NetworkError(f"{where}: lo or {POD_IFNAME} missing in {sandbox.netns}")
+            with netlink_errors(f"{where}: set lo up"):
+                ipr.link("set", index=lo, state="up")
+            with netlink_errors(f"{where}: add {sandbox.address} to {POD_IFNAME}"):
+                ipr.addr("add", index=eth0, address=str(sandbox.ip),
+                         prefixlen=sandbox.address.network.prefixlen)
+            with netlink_errors(f"{where}: set {POD_IFNAME} up"):
+                ipr.link("set", index=eth0, state="up")
+            with netlink_errors(f"{where}: default route via {sandbox.gateway}"):
+                ipr.route("add", dst="0.0.0.0/0", gateway=str(sandbox.gateway), oif=eth0)
+
+
+def _iproute() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()

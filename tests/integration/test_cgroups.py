@@ -397,12 +397,6 @@ def test_v2_limits_where_offered(v2: tuple[CgroupV2Driver, CgroupV2]) -> None:
     assert (s.memory_limit, s.pids_limit) == (64 * MiB, 10)
 
 
-def test_v2_device_rules_are_refused(v2: tuple[CgroupV2Driver, CgroupV2]) -> None:
-    _, cg = v2
-    with pytest.raises(CgroupError, match="not supported yet"):
-        cg.apply(Resources(devices=(DeviceRule(allow=False),)))
-
-
 def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

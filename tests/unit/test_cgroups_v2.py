@@ -11,7 +11,7 @@ import pytest
 from runtime.cgroups import CgroupFs, CgroupV2Driver, detect, weight_from_shares
 from runtime.cgroups.v2 import CgroupV2
 from runtime.errors import CgroupError
-from runtime.spec.model import Cpu, DeviceRule, Memory, Pids, Resources
+from runtime.spec.model import Cpu, Memory, Pids, Resources
 
 # What the kernel puts in a new cgroup directory, per enabled controller.
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -273,14 +273,6 @@ def test_pids(driver: CgroupV2Driver, kernel: FakeV2Kernel, limit: int, value: s
     cg = created(driver, kernel)
     cg.apply(Resources(pids=Pids(limit=limit)))
     assert kernel.writes == [("podium/a/pids.max", value)]
-
-
-def test_device_rules_are_refused_not_ignored(driver: CgroupV2Driver,
-                                              kernel: FakeV2Kernel) -> None:
-    cg = created(driver, kernel)
-    with pytest.raises(CgroupError, match="device rules on cgroup v2 are not supported yet"):
-        cg.apply(Resources(pids=Pids(limit=5), devices=(DeviceRule(allow=False),)))
-    assert kernel.writes == []
 
 
 def test_apply_before_create_is_an_error(driver: CgroupV2Driver) -> None:

@@ -1,30 +1,37 @@
-"""v1 devices: deny everything, then apply the rules in order (as runc does)."""
+"""v1 devices: reset to the list's last "all" rule (deny all if it has none), then
+write the rules after it in order; the kernel keeps the exceptions
+(``runtime/cgroups/devices.py`` says what the list means)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from runtime.cgroups.common import write
+from runtime.cgroups.devices import check, last_reset, number
 from runtime.cgroups.fs import CgroupFs
-from runtime.errors import CgroupError
 from runtime.spec.model import DeviceRule
 
 
 def rule_line(rule: DeviceRule) -> str:
-    """The line devices.allow/deny take: "c 1:3 rwm", "*" for any number."""
-    if rule.type not in ("a", "b", "c"):
-        raise CgroupError("devices", f"device rule type {rule.type!r} is not a, b or c")
-    if not rule.access or set(rule.access) - set("rwm"):
-        raise CgroupError("devices", f"device rule access {rule.access!r} is not made of r, w, m")
-    major = "*" if rule.major is None or rule.major < 0 else str(rule.major)
-    minor = "*" if rule.minor is None or rule.minor < 0 else str(rule.minor)
-    return f"{rule.type} {major}:{minor} {rule.access}"
+    """The line devices.allow/deny take: "c 1:3 rwm", "*" for any number; "a" for all."""
+    check(rule)
+    if rule.type == "a":
+        return "a"  # the kernel reads nothing after it
+    major, minor = number(rule.major), number(rule.minor)
+    return f"{rule.type} {'*' if major is None else major}:{'*' if minor is None else minor} " \
+           f"{rule.access}"
+
+
+def file_for(rule: DeviceRule) -> str:
+    return "devices.allow" if rule.allow else "devices.deny"
 
 
 def apply(fs: CgroupFs, d: Path, rules: tuple[DeviceRule, ...]) -> None:
-    lines = [(rule.allow, rule_line(rule)) for rule in rules]  # check all before writing
-    # Start from nothing allowed, so only what the rules grant is reachable,
-    # whatever the cgroup inherited.
-    write(fs, d / "devices.deny", "a")
-    for allow, line in lines:
-        write(fs, d / ("devices.allow" if allow else "devices.deny"), line)
+    lines = [(file_for(rule), rule_line(rule)) for rule in rules]  # check all before writing
+    # Start from the last reset, so nothing the cgroup inherited (allow all, in a new
+    # cgroup) survives and the rules before it are not written for nothing.
+    reset = last_reset(rules)
+    if reset < 0:
+        write(fs, d / "devices.deny", "a")
+    for name, line in lines[max(reset, 0):]:
+        write(fs, d / name, line)

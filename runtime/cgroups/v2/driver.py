@@ -47,11 +47,12 @@ class CgroupV2:
 
     def apply(self, resources: Resources) -> None:
         r = resources
-        if r.devices:
-            raise CgroupError(
-                str(self._dir),
-                "device rules on cgroup v2 are not supported yet (they need an eBPF program)",
-            )
+        program = None
+        if r.devices:  # only a container's cgroup has rules: load the BPF side then
+            from runtime.cgroups.devices import state
+            from runtime.cgroups.v2 import devices
+
+            program = devices.program(state(r.devices))  # rules checked before any write
         offered = self._words(self._dir / "cgroup.controllers")
         wanted = [
             ("memory", "a memory limit", memory.wanted(r.memory)),
@@ -74,6 +75,10 @@ class CgroupV2:
         if cpuset.wanted(r.cpu):
             cpuset.apply(self._fs, self._dir, r.cpu)
         pids.apply(self._fs, self._dir, r.pids)
+        if program is not None:
+            from runtime.cgroups.v2.devices import attach
+
+            attach(self._dir, program)
 
     def add(self, pid: int) -> None:
         common.write(self._fs, self._dir / "cgroup.procs", str(pid))

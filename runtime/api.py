@@ -16,6 +16,7 @@ from runtime.cgroups.base import Cgroup, CgroupDriver
 from runtime.create import CreateOptions, Stdio, create
 from runtime.delete import delete
 from runtime.errors import IllegalTransition
+from runtime.hooks import warn_stderr
 from runtime.kill import kill
 from runtime.spec.convert import load_bundle
 from runtime.spec.model import ContainerConfig, Process
@@ -35,8 +36,12 @@ class Runtime:
         cgroup_driver: CgroupDriver | None = None,
         syscalls: sc.Syscalls | None = None,
         systemd_cgroup: bool = False,
+        warn: Callable[[str], None] = warn_stderr,
     ) -> None:
+        """``warn`` hears what goes wrong without failing the verb: a poststart or
+        poststop hook that fails, a config field the spec does not know."""
         self.store = StateStore(Path(root))
+        self.warn = warn
         self.cgroup_parent = cgroup_parent
         self.systemd_cgroup = systemd_cgroup
         self._driver = cgroup_driver
@@ -61,29 +66,31 @@ class Runtime:
         bundle: Path | None = None,
         stdio: Stdio = (None, None, None),
         pid_file: Path | None = None,
+        console_socket: Path | None = None,
     ) -> State:
-        """Build the container and leave its init blocked before exec (see ``start``)."""
+        """Build the container and leave its init blocked before exec (see ``start``).
+        With ``process.terminal``, the pty's master is sent to ``console_socket``."""
         validate(config)
         options = CreateOptions(stdio=stdio, pid_file=pid_file,
                                 cgroup_parent=self.cgroup_parent, bundle=bundle,
-                                systemd_cgroup=self.systemd_cgroup)
+                                systemd_cgroup=self.systemd_cgroup,
+                                console_socket=console_socket)
         return create(self.store, self.driver, self.sys, container_id, config, options)
 
     def create_bundle(self, container_id: str, bundle: Path, *, stdio: Stdio = (None, None, None),
                       pid_file: Path | None = None,
-                      on_warning: Callable[[str], None] | None = None) -> State:
-        """create from an OCI bundle; fields the spec does not know go to ``on_warning``."""
+                      console_socket: Path | None = None) -> State:
+        """create from an OCI bundle; fields the spec does not know go to ``warn``."""
         self.store.dir(container_id)  # reject a bad ID before reading anything
         converted = load_bundle(bundle)
-        if on_warning is not None:
-            for warning in converted.warnings:
-                on_warning(warning)
+        for warning in converted.warnings:
+            self.warn(warning)
         config = converted.config
         return self.create(container_id, config, bundle=bundle.resolve(), stdio=stdio,
-                           pid_file=pid_file)
+                           pid_file=pid_file, console_socket=console_socket)
 
     def start(self, container_id: str) -> State:
-        return start(self.store, container_id)
+        return start(self.store, container_id, self.warn)
 
     def run(self, container_id: str, config: ContainerConfig, *, bundle: Path | None = None,
             stdio: Stdio = (None, None, None)) -> State:
@@ -120,7 +127,7 @@ class Runtime:
 
     def delete(self, container_id: str, force: bool = False) -> None:
         state = self.state(container_id)
-        delete(self.store, state, self._cgroup(state), force)
+        delete(self.store, state, self._cgroup(state), force, self.warn)
 
     def pause(self, container_id: str) -> State:
         state = self.state(container_id)
@@ -145,11 +152,14 @@ class Runtime:
     def stats(self, container_id: str) -> CgroupStats:
         return self._cgroup(self.state(container_id)).stats()
 
-    def exec(self, container_id: str, process: Process, stdio: Stdio = (None, None, None)
-             ) -> int:
+    def exec(self, container_id: str, process: Process, stdio: Stdio = (None, None, None),
+             console_socket: Path | None = None) -> int:
         """Start ``process`` in the running container; returns its host PID. The
-        caller should be a subreaper to collect its exit status."""
+        caller should be a subreaper to collect its exit status. With
+        ``process.terminal``, the pty's master is sent to ``console_socket``."""
         from runtime.exec import exec_process
+        from runtime.seccomp import load_profile
 
         state = self.state(container_id)
-        return exec_process(state, self._cgroup(state), process, stdio, self.sys)
+        return exec_process(state, self._cgroup(state), process, stdio, self.sys,
+                            console_socket, seccomp=load_profile(self.store.dir(container_id)))

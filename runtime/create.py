@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from runtime import channel
+from runtime import channel, hooks
 from runtime import syscalls as sc
 from runtime.cgroups.base import Cgroup, CgroupDriver
+from runtime.cgroups.devices import effective_rules
 from runtime.errors import ConfigError, SetupError
 from runtime.init import InitPlan, run_init, run_stage1
 from runtime.processes import reap, signal_pid
+from runtime.seccomp import save_profile
 from runtime.spec.model import ContainerConfig, IDMapping
 from runtime.state import State, StateStore, Status, pid_start_time, write_atomic
 
@@ -32,6 +34,7 @@ class CreateOptions(NamedTuple):
     cgroup_parent: str = "podium"
     bundle: Path | None = None  # recorded in the state; the spec may be built in code
     systemd_cgroup: bool = False  # read cgroupsPath as slice:prefix:name
+    console_socket: Path | None = None  # with process.terminal: where the pty's master goes
 
 
 def cgroup_path_for(config: ContainerConfig, container_id: str, parent: str,
@@ -79,9 +82,7 @@ def create(
     if config.namespace("mount") is None:
         raise ConfigError("linux.namespaces", "podium needs a mount namespace "
                                               "(it pivots into the container's root)")
-    if config.process.terminal:
-        raise ConfigError("process.terminal",
-                          "true needs a console socket; set it to false to use plain stdio")
+    check_console(config.process.terminal, options.console_socket)
     state_dir = store.reserve(container_id)
     cgroup: Cgroup | None = None
     init_pid = 0
@@ -91,11 +92,18 @@ def create(
         # Writable by the init whoever it runs as (a mapped root, a non-root user);
         # chmod because mkfifo's mode passes through the umask.
         os.chmod(fifo, 0o622)
+        if config.seccomp is not None:  # exec gives its processes the same filter
+            save_profile(state_dir, config.seccomp)
         cgroup = driver.cgroup(cgroup_path_for(config, container_id, options.cgroup_parent,
                                                options.systemd_cgroup))
         cgroup.create()
-        cgroup.apply(config.resources)
-        init_pid = _fork_init(config, cgroup, state_dir, options.stdio, sys)
+        # Device rules always: the config's, then the standard devices, then its nodes.
+        cgroup.apply(config.resources._replace(devices=effective_rules(
+            config.resources.devices, config.devices)))
+        hooks.save(state_dir, config.hooks)
+        init_pid = _fork_init(config, cgroup, state_dir, options.stdio, sys,
+                              options.console_socket, creating=_creating(container_id, config,
+                                                                         options))
         state = State(
             id=container_id,
             status=Status.CREATED,
@@ -117,11 +125,33 @@ def create(
     except BaseException:
         _undo(init_pid, cgroup)
         store.remove(container_id)
+        if config.hooks.poststop:
+            # The spec goes on to delete after a failed create: this was the delete.
+            stopped = _creating(container_id, config, options)._replace(status=Status.STOPPED)
+            hooks.run_hooks_warning("poststop", config.hooks.poststop, stopped.oci())
         raise
 
 
+def _creating(container_id: str, config: ContainerConfig, options: CreateOptions) -> State:
+    """The state the create hooks see (with the init's PID once it has one)."""
+    return State(id=container_id, status=Status.CREATING, bundle=str(options.bundle or ""),
+                 oci_version=config.oci_version, created=now_rfc3339(),
+                 rootfs=str(config.root.path), annotations=dict(config.annotations))
+
+
+def check_console(terminal: bool, console_socket: Path | None) -> None:
+    """A terminal needs somewhere to send its master, and a console socket a terminal."""
+    if terminal and console_socket is None:
+        raise ConfigError("process.terminal", "true needs a console socket "
+                                              "(--console-socket) to send the terminal to")
+    if console_socket is not None and not terminal:
+        raise ConfigError("process.terminal", f"false, but a console socket ({console_socket}) "
+                                              "was given: set it to true for a terminal")
+
+
 def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: Stdio,
-               sys: sc.Syscalls) -> int:
+               sys: sc.Syscalls, console_socket: Path | None = None, *,
+               creating: State) -> int:
     join_fds: list[tuple[int, int]] = []
     unshare_flags = 0
     pid_ns_fd = -1  # a PID namespace to join, or -1
@@ -131,6 +161,12 @@ def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: 
     state_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     opened += [sync_r, sync_w, user_r, user_w, state_fd]
     try:
+        console = None
+        if console_socket is not None:
+            from runtime.terminal import connect_console  # only terminals need sockets
+
+            console = connect_console(console_socket, config.process)
+            opened.append(console.fd)
         # The user namespace is joined first: the others belong to it.
         for ns in sorted(config.namespaces, key=lambda n: n.type != "user"):
             flag = sc.NAMESPACE_FLAGS[ns.type]
@@ -153,7 +189,7 @@ def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: 
             config=config, cgroup=cgroup, join_fds=join_fds,
             unshare_flags=unshare_flags & ~sc.CLONE_NEWPID,
             state_dir_fd=state_fd, sync_fd=sync_w, userns_fd=user_r, stdio=stdio,
-            setup_rootfs=mount_ns is not None and mount_ns.path is None,
+            setup_rootfs=mount_ns is not None and mount_ns.path is None, console=console,
         )
         if unshare_flags & sc.CLONE_NEWUSER:
             child = _fork_two_stages(plan, new_pid_ns, pid_ns_fd, sync_r, user_w, sys)
@@ -166,7 +202,7 @@ def _fork_init(config: ContainerConfig, cgroup: Cgroup, state_dir: Path, stdio: 
         os.close(sync_w)
         opened.remove(sync_w)
         return _await_ready(config, child, sync_r, user_w,
-                            two_stages=bool(unshare_flags & sc.CLONE_NEWUSER))
+                            two_stages=bool(unshare_flags & sc.CLONE_NEWUSER), creating=creating)
     finally:
         for fd in opened:
             os.close(fd)
@@ -212,13 +248,14 @@ def _fork_two_stages(plan: InitPlan, new_pid_ns: bool, pid_ns_fd: int, sync_r: i
 
 
 def _await_ready(config: ContainerConfig, child: int, sync_r: int, user_w: int,
-                 two_stages: bool) -> int:
+                 two_stages: bool, creating: State) -> int:
     """Follow the set-up channel until the init is ready; returns the init's PID.
 
-    With two stages, stage 1's ``pid`` and the init's ``ready`` come from two
-    processes and may arrive in either order: both are awaited."""
+    With two stages, stage 1's ``pid`` and the init's ``ready`` (or ``hooks``) come
+    from two processes and may arrive in either order: both are awaited."""
     init_pid = 0 if two_stages else child
     ready = False
+    hooks_due = False  # the init waits before pivot_root for the createRuntime hooks
     try:
         for message in channel.messages(sync_r):
             if "userns" in message:
@@ -231,6 +268,12 @@ def _await_ready(config: ContainerConfig, child: int, sync_r: int, user_w: int,
                 raise SetupError(message["error"])
             elif message.get("ready"):
                 ready = True
+            elif message.get("hooks"):
+                hooks_due = True
+            if hooks_due and init_pid:
+                hooks_due = False
+                hooks.caller_create_point(config.hooks, creating._replace(pid=init_pid).oci(),
+                                          user_w)
             if ready and init_pid:
                 return init_pid
         raise SetupError("container init exited during set-up without saying why")

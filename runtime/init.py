@@ -12,8 +12,9 @@ the init must be PID 1 inside. Two ways get there:
   and forks the init. Stage 1 then exits and the init is re-parented to the
   caller's nearest subreaper: either way, the caller owns the init.
 
-The init sets the hostname and sysctls, builds the root filesystem and pivots into
-it, takes the process's identity and privileges, reports ``ready``, and blocks
+The init sets the hostname and sysctls, builds the root filesystem (and, if the
+config has hooks, stops there for them: ``runtime.hooks``) and pivots into it,
+takes the process's identity and privileges, reports ``ready``, and blocks
 opening ``exec.fifo`` until ``start`` opens the other end. Then it execs.
 
 Forked code runs only what was imported before the fork, and leaves with
@@ -27,15 +28,19 @@ import os
 import stat
 import sys as _sys
 import traceback
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from runtime import channel
+from runtime import channel, hooks
 from runtime import syscalls as sc
 from runtime.cgroups.base import Cgroup
 from runtime.errors import SetupError
 from runtime.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
+from runtime.seccomp import compile_filter
 from runtime.security import apply_identity_and_privileges, apply_rlimits
 from runtime.spec.model import ContainerConfig, Process
+
+if TYPE_CHECKING:
+    from runtime.terminal import Console
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -50,9 +55,11 @@ class InitPlan(NamedTuple):
     unshare_flags: int  # namespaces to create, never CLONE_NEWPID (user first, separately)
     state_dir_fd: int  # O_PATH fd of the container's state directory (for exec.fifo)
     sync_fd: int  # write end of the set-up channel
-    userns_fd: int  # read end: the caller says "go" once ID maps are written; -1 if unused
+    userns_fd: int  # read end: the caller says "go" once ID maps are written, and once
+    #                 the createRuntime hooks ran (runtime.hooks); -1 if unused
     stdio: tuple[int | None, int | None, int | None]
     setup_rootfs: bool  # False when joining an existing mount namespace
+    console: Console | None = None  # process.terminal: the connected console socket
 
 
 def enter(plan: InitPlan, sys: sc.Syscalls) -> None:
@@ -98,6 +105,8 @@ def run_init(plan: InitPlan, sys: sc.Syscalls, entered: bool) -> None:
         if not entered:
             enter(plan, sys)
         config = plan.config
+        # Built here, while libseccomp is still reachable (before pivot_root).
+        seccomp_filter = compile_filter(config.seccomp, config.process)
         os.setsid()
         if config.hostname is not None:
             sys.sethostname(config.hostname)
@@ -107,8 +116,14 @@ def run_init(plan: InitPlan, sys: sc.Syscalls, entered: bool) -> None:
             _write_sysctl(key, value)
         if plan.setup_rootfs:
             prepare_rootfs(config, sys)
+        # The create hooks' point: namespaces and mounts exist, pivot_root is still to come.
+        hook_state = hooks.init_create_point(config.hooks, plan.sync_fd, plan.userns_fd)
+        if plan.setup_rootfs:
             enter_rootfs(config, sys)
             finish_rootfs(config, sys)
+        if plan.console is not None:
+            # Here, not at setsid: the pty must come from the container's own devpts.
+            plan.console.attach(sys if plan.setup_rootfs else None)
         process = config.process
         enter_cwd(process.cwd)
         path = resolve_executable(process)
@@ -116,14 +131,17 @@ def run_init(plan: InitPlan, sys: sc.Syscalls, entered: bool) -> None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(process.oom_score_adj))
         apply_rlimits(process.rlimits)
+        seccomp_filter.load_before_privileges_drop()
         apply_identity_and_privileges(process)
         channel.send(plan.sync_fd, ready=True)
         os.close(plan.sync_fd)
         # Blocks until `start` opens the fifo's read end.
         fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=plan.state_dir_fd)
         os.close(plan.state_dir_fd)
+        hooks.init_start_point(config.hooks, hook_state, fifo)
         os.write(fifo, b"0")
         os.close(fifo)
+        seccomp_filter.load_before_exec()
     except BaseException as e:  # noqa: BLE001
         report_error(plan.sync_fd, e)
         os._exit(1)

@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("create", "create a container, its init blocked until start")
     c.add_argument("--bundle", "-b", default=".")
     c.add_argument("--pid-file", default=None)
-    c.add_argument("--console-socket", default=None)
+    c.add_argument("--console-socket", default=None,
+                   help="with process.terminal: send the pty's master to this unix socket")
     c.add_argument("--no-pivot", action="store_true")
     c.add_argument("id", nargs="?", metavar="ID")
     for name, help in (("start", "start a created container"),
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--detach", "-d", action="store_true")
     c.add_argument("--pid-file", default=None)
     c.add_argument("--log-path", default=None, help="with --detach: CRI log file")
+    c.add_argument("--console-socket", default=None,
+                   help="with process.terminal: send the pty's master to this unix socket")
     c.add_argument("id", nargs="?", metavar="ID")
     c = cmd("exec", "run a process in a running container")
     c.add_argument("--process", "-p", default=None, help="process.json")
@@ -67,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--cwd", default=None)
     c.add_argument("--env", "-e", action="append", default=[])
     c.add_argument("--user", "-u", default=None)
-    c.add_argument("--tty", "-t", action="store_true")
-    c.add_argument("--console-socket", default=None)
+    c.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
+    c.add_argument("--console-socket", default=None,
+                   help="with --tty: send the pty's master to this unix socket")
     c.add_argument("id", nargs="?", metavar="ID")
     c.add_argument("args", nargs=argparse.REMAINDER)
     c = cmd("list", "list containers")

@@ -18,7 +18,7 @@ from runtime.state import Status
 
 def _runtime(args: argparse.Namespace) -> Runtime:
     return Runtime(root=Path(args.root), cgroup_parent=args.cgroup_parent,
-                   systemd_cgroup=args.systemd_cgroup)
+                   systemd_cgroup=args.systemd_cgroup, warn=args.logger.warning)
 
 
 def _print_json(data: object) -> None:
@@ -36,14 +36,20 @@ def cmd_spec(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    if args.console_socket:
-        raise ConfigError("", "--console-socket is not supported yet")
     if args.no_pivot:
         raise ConfigError("", "--no-pivot is not supported: podium always uses pivot_root")
     _runtime(args).create_bundle(args.id, Path(args.bundle),
                                  pid_file=Path(args.pid_file) if args.pid_file else None,
-                                 on_warning=args.logger.warning)
+                                 console_socket=_path(args.console_socket))
     return 0
+
+
+def _path(arg: str | None) -> Path | None:
+    return Path(arg) if arg else None
+
+
+# runc's words, so callers that match on them keep working.
+_DETACHED_TTY = "cannot allocate tty if podium-runtime will detach without setting console socket"
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -52,7 +58,9 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    _print_json(_runtime(args).state(args.id).oci())
+    # runc's state carries an (empty) "owner" beside the spec's fields; callers that
+    # decode runc's output expect the same keys.
+    _print_json(_runtime(args).state(args.id).oci() | {"owner": ""})
     return 0
 
 
@@ -77,34 +85,62 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from runtime.spec.convert import load_bundle
+
     rt = _runtime(args)
     bundle = Path(args.bundle)
-    if args.detach:
+    console_socket = _path(args.console_socket)
+    if args.detach and console_socket is None:
         from runtime.shim import spawn_shim
 
+        if load_bundle(bundle).config.process.terminal:
+            raise ConfigError("process.terminal", _DETACHED_TTY)
         log_path = Path(args.log_path) if args.log_path else None
         state = spawn_shim(rt, args.id, bundle.resolve(), log_path)
         if args.pid_file:
             Path(args.pid_file).write_text(str(state.pid))
         return 0
-    # Foreground: the container's init becomes our child once stage 1 exits.
+    # Foreground: the container's init becomes our child once stage 1 exits. Detached
+    # with a console socket, the caller owns the terminal and, like create, the init.
     import prctl
 
-    prctl.set_child_subreaper(1)
-    rt.create_bundle(args.id, bundle, pid_file=Path(args.pid_file) if args.pid_file else None,
-                     on_warning=args.logger.warning)
+    if not args.detach:
+        prctl.set_child_subreaper(1)
+    rt.store.dir(args.id)  # reject a bad ID before reading anything
+    converted = load_bundle(bundle)
+    for warning in converted.warnings:
+        args.logger.warning(warning)
+    config = converted.config
+    listener = None
+    if config.process.terminal and console_socket is None:
+        from runtime.terminal import ConsoleListener
+
+        listener = ConsoleListener()
+        console_socket = listener.path
+    master = -1
     try:
-        state = rt.start(args.id)
-    except BaseException:
-        rt.delete(args.id, force=True)
-        raise
-    code = _wait_forwarding_signals(state.pid)
+        rt.create(args.id, config, bundle=bundle.resolve(), pid_file=_path(args.pid_file),
+                  console_socket=console_socket)
+        try:
+            if listener is not None:
+                master = listener.receive()
+            state = rt.start(args.id)
+        except BaseException:
+            rt.delete(args.id, force=True)
+            raise
+    finally:
+        if listener is not None:
+            listener.close()
+    if args.detach:
+        return 0
+    code = _wait_forwarding_signals(state.pid, master)
     rt.delete(args.id, force=True)
     return code
 
 
-def _wait_forwarding_signals(pid: int) -> int:
-    """Wait for ``pid``; signals sent to us go to it, as runc does in the foreground."""
+def _wait_forwarding_signals(pid: int, master: int = -1) -> int:
+    """Wait for ``pid``; signals sent to us go to it, as runc does in the foreground.
+    With a terminal's ``master``, copy between it and our stdio meanwhile."""
     def forward(signum: int, _frame: object) -> None:
         try:
             os.kill(pid, signum)
@@ -114,13 +150,22 @@ def _wait_forwarding_signals(pid: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                 signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
-    while True:
+    if master >= 0:
+        from runtime.terminal import relay
+
         try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
-            else 128 + os.WTERMSIG(status)
+            status = relay(master, pid)
+        finally:
+            os.close(master)
+    else:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+        else 128 + os.WTERMSIG(status)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -131,12 +176,32 @@ def cmd_exec(args: argparse.Namespace) -> int:
     prctl.set_child_subreaper(1)
     rt = _runtime(args)
     process = exec_process_from_args(rt, args)
-    pid = rt.exec(args.id, process)
+    console_socket = _path(args.console_socket)
+    listener = None
+    if process.terminal and console_socket is None:
+        if args.detach:
+            raise ConfigError("process.terminal", _DETACHED_TTY)
+        from runtime.terminal import ConsoleListener
+
+        listener = ConsoleListener()
+        console_socket = listener.path
+    master = -1
+    try:
+        pid = rt.exec(args.id, process, console_socket=console_socket)
+        if listener is not None:
+            try:
+                master = listener.receive()
+            except BaseException:
+                os.kill(pid, signal.SIGKILL)
+                raise
+    finally:
+        if listener is not None:
+            listener.close()
     if args.pid_file:
         Path(args.pid_file).write_text(str(pid))
     if args.detach:
         return 0
-    return _wait_forwarding_signals(pid)
+    return _wait_forwarding_signals(pid, master)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runtime import seccomp
 from runtime.spec.capabilities import CAPABILITIES
 from runtime.spec.default import OCI_VERSION
 from runtime.spec.mountopts import OPTION_NAMES
@@ -14,14 +15,22 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
         "mountOptions": sorted(OPTION_NAMES),
         "linux": {
             "namespaces": sorted(NAMESPACE_FLAGS),
             "capabilities": sorted(CAPABILITIES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": {
+                "enabled": True,
+                "actions": sorted(seccomp.ACTIONS),
+                "operators": sorted(seccomp.OPERATORS),
+                "archs": sorted(seccomp.ARCHITECTURES),
+                "knownFlags": sorted({*seccomp.FLAGS, *seccomp.UNSUPPORTED_FLAGS}),
+                "supportedFlags": sorted(seccomp.FLAGS),
+            },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},

@@ -27,15 +27,15 @@ def exec_process_from_args(rt: Runtime, args: argparse.Namespace) -> Process:
         argv = args.args[1:] if args.args[:1] == ["--"] else args.args
         if not argv:
             raise ConfigError("", "exec: give a command to run, or --process FILE")
-        process = base._replace(args=tuple(argv), terminal=False)
+        process = base._replace(args=tuple(argv), terminal=args.tty)
     if args.cwd:
         process = process._replace(cwd=args.cwd)
     if args.env:
         process = process._replace(env=process.env + tuple(args.env))
     if args.user:
         process = process._replace(user=lookup_user(Path(state.rootfs), args.user))
-    if args.tty or process.terminal:
-        raise ConfigError("process.terminal", "a TTY for exec is not supported yet")
+    if args.tty:
+        process = process._replace(terminal=True)
     if not process.args:
         raise ConfigError("process.args", "must name the program to run")
     return process

@@ -16,11 +16,14 @@ from typing import Any, NamedTuple, TypeVar
 
 from runtime.errors import BundleError, ConfigError
 from runtime.spec.model import (
+    HOOK_POINTS,
     Capabilities,
     ContainerConfig,
     Cpu,
     Device,
     DeviceRule,
+    Hook,
+    Hooks,
     IDMapping,
     Memory,
     Mount,
@@ -30,6 +33,9 @@ from runtime.spec.model import (
     Resources,
     Rlimit,
     Root,
+    Seccomp,
+    SeccompArg,
+    SeccompSyscall,
     User,
 )
 
@@ -37,18 +43,22 @@ T = TypeVar("T")
 
 # Per object: (supported keys, keys the spec defines that podium refuses when set).
 _TOP = ({"ociVersion", "process", "root", "hostname", "domainname", "mounts", "annotations",
-         "linux"}, {"hooks", "solaris", "windows", "vm", "zos"})
+         "linux", "hooks"}, {"solaris", "windows", "vm", "zos"})
+_HOOKS = ({name for name, _ in HOOK_POINTS}, set[str]())
+_HOOK = ({"path", "args", "env", "timeout"}, set[str]())
 _PROCESS = ({"terminal", "consoleSize", "user", "args", "env", "cwd", "capabilities",
              "rlimits", "noNewPrivileges", "oomScoreAdj", "apparmorProfile", "selinuxLabel"},
             {"commandLine", "ioPriority", "scheduler", "execCPUAffinity"})
 _USER = ({"uid", "gid", "umask", "additionalGids"}, {"username"})
 _CAPS = ({"bounding", "effective", "inheritable", "permitted", "ambient"}, set[str]())
 _RLIMIT = ({"type", "soft", "hard"}, set[str]())
+_CONSOLE_SIZE = ({"height", "width"}, set[str]())
 _ROOT = ({"path", "readonly"}, set[str]())
 _MOUNT = ({"destination", "type", "source", "options"}, {"uidMappings", "gidMappings"})
 _LINUX = ({"namespaces", "uidMappings", "gidMappings", "devices", "cgroupsPath", "resources",
-           "sysctl", "rootfsPropagation", "maskedPaths", "readonlyPaths", "mountLabel"},
-          {"timeOffsets", "rdma", "unified", "seccomp", "intelRdt", "personality",
+           "sysctl", "rootfsPropagation", "maskedPaths", "readonlyPaths", "mountLabel",
+           "seccomp"},
+          {"timeOffsets", "rdma", "unified", "intelRdt", "personality",
            "memoryPolicy", "netDevices"})
 _NAMESPACE = ({"type", "path"}, set[str]())
 _IDMAP = ({"containerID", "hostID", "size"}, set[str]())
@@ -61,6 +71,11 @@ _MEMORY = ({"limit", "reservation", "swap"},
 _CPU = ({"shares", "quota", "period", "cpus", "mems"},
         {"burst", "realtimeRuntime", "realtimePeriod", "idle"})
 _PIDS = ({"limit"}, set[str]())
+# listenerPath/listenerMetadata serve SCMP_ACT_NOTIFY, which needs a seccomp agent.
+_SECCOMP = ({"defaultAction", "defaultErrnoRet", "architectures", "flags", "syscalls"},
+            {"listenerPath", "listenerMetadata"})
+_SYSCALL = ({"names", "action", "errnoRet", "args"}, set[str]())
+_SECCOMP_ARG = ({"index", "value", "valueTwo", "op"}, set[str]())
 _DEVICE_RULE = ({"allow", "type", "major", "minor", "access"}, set[str]())
 
 
@@ -188,7 +203,19 @@ def convert(data: object, bundle: Path) -> Converted:
     )
     if top.has("linux"):
         config = _linux(top.child("linux", _LINUX), config)
+    if top.has("hooks"):
+        config = config._replace(hooks=_hooks(top.child("hooks", _HOOKS)))
     return Converted(config, tuple(top.warnings))
+
+
+def _hooks(r: _Reader) -> Hooks:
+    def hook(h: _Reader) -> Hook:
+        # A timeout of 0 is kept (not read as absent) so validation can refuse it.
+        return Hook(path=h.get("path", str, ""), args=h.strings("args"), env=h.strings("env"),
+                    timeout=h.get("timeout", int, 0) if h.has("timeout") else None)
+
+    return Hooks(**{field: tuple(hook(h) for h in r.children(name, _HOOK))
+                    for name, field in HOOK_POINTS})
 
 
 def _mount(m: _Reader, bundle: Path) -> Mount:
@@ -240,7 +267,20 @@ def _process(r: _Reader) -> Process:
         no_new_privileges=r.get("noNewPrivileges", bool, False),
         terminal=r.get("terminal", bool, False),
         oom_score_adj=None if oom == -10000 else oom,
+        console_size=_console_size(r),
     )
+
+
+def _console_size(r: _Reader) -> tuple[int, int] | None:
+    if not r.has("consoleSize"):
+        return None
+    c = r.child("consoleSize", _CONSOLE_SIZE)
+    size = (c.get("height", int, 0), c.get("width", int, 0))
+    for key, value in zip(("height", "width"), size, strict=True):
+        if not 0 <= value <= 0xFFFF:  # the kernel's struct winsize holds unsigned shorts
+            raise ConfigError(f"{c.path}.{key}", f"{value} is not between 0 and 65535")
+    # runc's rule: a size with a zero in it leaves the terminal's own size.
+    return size if all(size) else None
 
 
 def _linux(r: _Reader, config: ContainerConfig) -> ContainerConfig:
@@ -278,6 +318,7 @@ def _linux(r: _Reader, config: ContainerConfig) -> ContainerConfig:
         resources=_resources(r.child("resources", _RESOURCES)),
         sysctl=dict(sysctl),
         rootfs_propagation=r.get("rootfsPropagation", str, "") or None,
+        seccomp=_seccomp(r.child("seccomp", _SECCOMP)) if r.get("seccomp", dict, {}) else None,
     )
     # Absent lists keep runc's defaults; an explicit [] turns them off.
     if "maskedPaths" in r.data:
@@ -320,3 +361,42 @@ def convert_process(data: object, where: str = "process") -> Process:
     if not process.args:
         raise ConfigError(f"{where}.args", "must name the program to run")
     return process
+
+
+def _seccomp(r: _Reader) -> Seccomp:
+    def opt(reader: _Reader, key: str) -> int | None:
+        return reader.get(key, int, 0) if reader.has(key) else None
+
+    if not r.has("defaultAction"):
+        raise ConfigError(f"{r.path}.defaultAction", "missing")
+    syscalls = []
+    for s in r.children("syscalls", _SYSCALL):
+        if not s.has("action"):
+            raise ConfigError(f"{s.path}.action", "missing")
+        args = []
+        for a in s.children("args", _SECCOMP_ARG):
+            for key in ("index", "value", "op"):
+                if not a.has(key):
+                    raise ConfigError(f"{a.path}.{key}", "missing")
+            args.append(SeccompArg(argument=a.get("index", int, 0), value=a.get("value", int, 0),
+                                   op=a.get("op", str, ""),
+                                   value_two=a.get("valueTwo", int, 0)))
+        syscalls.append(SeccompSyscall(names=s.strings("names"), action=s.get("action", str, ""),
+                                       errno_ret=opt(s, "errnoRet"), args=tuple(args)))
+    profile = Seccomp(default_action=r.get("defaultAction", str, ""),
+                      default_errno_ret=opt(r, "defaultErrnoRet"),
+                      architectures=r.strings("architectures"), flags=r.strings("flags"),
+                      syscalls=tuple(syscalls))
+    # Names this machine's libseccomp does not know are skipped when the filter is
+    # built; say so here, where the caller logs warnings. Only a profile pays for it.
+    from runtime.seccomp import unknown_syscalls
+
+    r.warnings.extend(w.replace("linux.seccomp", r.path, 1) for w in unknown_syscalls(profile))
+    return profile
+
+
+def convert_seccomp(data: object, where: str = "linux.seccomp") -> Seccomp:
+    """A ``linux.seccomp`` object alone (a profile file, the one kept for ``exec``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(where, "must be a JSON object")
+    return _seccomp(_Reader(data, where, _SECCOMP))

@@ -91,6 +91,7 @@ class Process(NamedTuple):
     no_new_privileges: bool = False
     terminal: bool = False
     oom_score_adj: int | None = None
+    console_size: tuple[int, int] | None = None  # (height, width) of the terminal
 
 
 class Overlay(NamedTuple):
@@ -172,6 +173,60 @@ class Device(NamedTuple):
     gid: int = 0
 
 
+class Hook(NamedTuple):
+    """One OCI hook: a program run at a point of the container's life (``runtime.hooks``)."""
+
+    path: str  # absolute
+    args: tuple[str, ...] = ()  # argv as given, args[0] included; empty: just the path
+    env: tuple[str, ...] = ()  # the hook's whole environment, "NAME=VALUE"
+    timeout: int | None = None  # seconds; None: no limit
+
+
+class Hooks(NamedTuple):
+    """The config's hooks, per point, in the order they run."""
+
+    prestart: tuple[Hook, ...] = ()  # deprecated; runs just before create_runtime
+    create_runtime: tuple[Hook, ...] = ()
+    create_container: tuple[Hook, ...] = ()
+    start_container: tuple[Hook, ...] = ()
+    poststart: tuple[Hook, ...] = ()
+    poststop: tuple[Hook, ...] = ()
+
+
+# (config.json name, Hooks field) per hook point, in the order of the lifecycle.
+HOOK_POINTS: tuple[tuple[str, str], ...] = (
+    ("prestart", "prestart"), ("createRuntime", "create_runtime"),
+    ("createContainer", "create_container"), ("startContainer", "start_container"),
+    ("poststart", "poststart"), ("poststop", "poststop"),
+)
+
+
+class SeccompArg(NamedTuple):
+    """A comparison on one system call argument (``linux.seccomp.syscalls[].args[]``)."""
+
+    argument: int  # which argument, 0..5 (the spec's "index")
+    value: int  # for SCMP_CMP_MASKED_EQ: the mask
+    op: str  # "SCMP_CMP_EQ", ...
+    value_two: int = 0  # for SCMP_CMP_MASKED_EQ: what the masked argument must equal
+
+
+class SeccompSyscall(NamedTuple):
+    names: tuple[str, ...]
+    action: str  # "SCMP_ACT_ALLOW", ...
+    errno_ret: int | None = None  # for SCMP_ACT_ERRNO and SCMP_ACT_TRACE; None: EPERM
+    args: tuple[SeccompArg, ...] = ()
+
+
+class Seccomp(NamedTuple):
+    """A ``linux.seccomp`` profile; the names are libseccomp's, as the OCI spec gives them."""
+
+    default_action: str
+    default_errno_ret: int | None = None
+    architectures: tuple[str, ...] = ()  # "SCMP_ARCH_X86_64", ...; the native one is implied
+    flags: tuple[str, ...] = ()  # "SECCOMP_FILTER_FLAG_TSYNC", ...
+    syscalls: tuple[SeccompSyscall, ...] = ()
+
+
 class ContainerConfig(NamedTuple):
     oci_version: str
     process: Process
@@ -190,6 +245,8 @@ class ContainerConfig(NamedTuple):
     devices: tuple[Device, ...] = ()
     rootfs_propagation: str | None = None
     annotations: Mapping[str, str] = _EMPTY
+    hooks: Hooks = Hooks()
+    seccomp: Seccomp | None = None
 
     def namespace(self, ns_type: str) -> Namespace | None:
         for ns in self.namespaces:

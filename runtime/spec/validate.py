@@ -4,12 +4,13 @@ the field it rejects. ``validate`` runs them all and raises the first problem.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
 from runtime.errors import ConfigError
 from runtime.spec.capabilities import CAPABILITIES
-from runtime.spec.model import ContainerConfig
+from runtime.spec.model import HOOK_POINTS, ContainerConfig
 from runtime.spec.mountopts import PROPAGATION_NAMES, parse_mount_options
 from runtime.syscalls import NAMESPACE_FLAGS
 
@@ -173,9 +174,84 @@ def check_paths(c: ContainerConfig) -> None:
                           f"{c.rootfs_propagation!r} is not one of {sorted(PROPAGATION_NAMES)}")
 
 
+def check_hooks(c: ContainerConfig) -> None:
+    for name, field in HOOK_POINTS:
+        for i, hook in enumerate(getattr(c.hooks, field)):
+            where = f"hooks.{name}[{i}]"
+            if not hook.path.startswith("/"):
+                raise ConfigError(f"{where}.path", f"{hook.path!r} must be an absolute path")
+            # startContainer's path resolves inside the container, which does not exist
+            # yet; every other hook's resolves here, in the runtime's namespace.
+            if name != "startContainer" and not os.path.exists(hook.path):
+                raise ConfigError(f"{where}.path", f"{hook.path}: no such file or directory")
+            for j, env in enumerate(hook.env):
+                if "=" not in env or env.startswith("="):
+                    raise ConfigError(f"{where}.env[{j}]", f"{env!r} is not NAME=VALUE")
+            if hook.timeout is not None and hook.timeout <= 0:
+                raise ConfigError(f"{where}.timeout",
+                                  f"must be a number of seconds above zero, got {hook.timeout}")
+
+
+def check_seccomp(c: ContainerConfig) -> None:
+    profile = c.seccomp
+    if profile is None:
+        return
+    from runtime import seccomp as sc_
+
+    where = "linux.seccomp"
+
+    def check_action(action: str, errno_ret: int | None, field: str, errno_field: str) -> None:
+        if action == sc_.NOTIFY:
+            raise ConfigError(field, f"{action} needs a seccomp agent (listenerPath), "
+                                     "which podium does not support")
+        if action not in sc_.ACTIONS:
+            raise ConfigError(field, f"unknown action {action!r}; use one of "
+                                     f"{', '.join(sc_.ACTIONS)}")
+        if errno_ret is not None:
+            if action not in sc_.ERRNO_ACTIONS:
+                raise ConfigError(errno_field, f"{action} returns no errno: only "
+                                               "SCMP_ACT_ERRNO and SCMP_ACT_TRACE take one")
+            if not 0 <= errno_ret <= sc_.MAX_ERRNO:
+                raise ConfigError(errno_field, f"{errno_ret} is not an errno "
+                                               f"(0 to {sc_.MAX_ERRNO})")
+
+    check_action(profile.default_action, profile.default_errno_ret, f"{where}.defaultAction",
+                 f"{where}.defaultErrnoRet")
+    for i, arch in enumerate(profile.architectures):
+        if arch not in sc_.ARCHITECTURES:
+            raise ConfigError(f"{where}.architectures[{i}]", f"unknown architecture {arch!r}")
+    for i, flag in enumerate(profile.flags):
+        if flag in sc_.UNSUPPORTED_FLAGS:
+            raise ConfigError(f"{where}.flags[{i}]", f"{flag} is not supported by podium")
+        if flag not in sc_.FLAGS:
+            raise ConfigError(f"{where}.flags[{i}]", f"unknown flag {flag!r}")
+    for i, rule in enumerate(profile.syscalls):
+        at = f"{where}.syscalls[{i}]"
+        if not rule.names:
+            raise ConfigError(f"{at}.names", "must name at least one system call")
+        for j, name in enumerate(rule.names):
+            if not name:
+                raise ConfigError(f"{at}.names[{j}]", "must not be empty")
+        check_action(rule.action, rule.errno_ret, f"{at}.action", f"{at}.errnoRet")
+        if len(rule.args) > sc_.MAX_ARGS:
+            raise ConfigError(f"{at}.args", f"at most {sc_.MAX_ARGS} comparisons")
+        for j, arg in enumerate(rule.args):
+            if not 0 <= arg.argument < sc_.MAX_ARGS:
+                raise ConfigError(f"{at}.args[{j}].index", f"{arg.argument} is not 0 to 5")
+            if arg.op not in sc_.OPERATORS:
+                raise ConfigError(f"{at}.args[{j}].op", f"unknown operator {arg.op!r}")
+            for key, value in (("value", arg.value), ("valueTwo", arg.value_two)):
+                if not 0 <= value < 1 << 64:
+                    raise ConfigError(f"{at}.args[{j}].{key}", f"{value} is not a uint64")
+    # The host must be able to apply it; importing the binding here, in the caller,
+    # also means the init finds it loaded after it pivots into the container's root.
+    sc_.binding()
+
+
 CHECKS: tuple[Check, ...] = (
     check_oci_version, check_process, check_capabilities, check_rlimits, check_mounts,
-    check_namespaces, check_sysctl, check_resources, check_devices, check_paths,
+    check_namespaces, check_sysctl, check_resources, check_devices, check_paths, check_hooks,
+    check_seccomp,
 )
 
 

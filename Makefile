@@ -48,3 +48,11 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Base images, built here from Debian's packages (no registry needed); see deploy/images.sh.
+.PHONY: busybox-image python-image
+busybox-image: setup
+	bash deploy/images.sh busybox
+
+python-image: setup
+	bash deploy/images.sh python

@@ -110,7 +110,7 @@ def free_hugetlb() -> str:
 
 def make_bundle(path: Path) -> dict[str, Any]:
     from runtime.spec import default_config
-    from tests.support.busybox import make_rootfs
+    from runtime.images.bases import busybox_rootfs as make_rootfs
 
     make_rootfs(path / "rootfs")
     config = default_config(["/bin/true"], terminal=False)

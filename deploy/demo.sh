@@ -17,7 +17,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "A busybox root filesystem, from Debian's busybox-static"
-"$PY" -m tests.support.busybox "$work/bundle/rootfs" >/dev/null
+"$PY" -m runtime.images.bases "$work/bundle/rootfs" >/dev/null
 echo "$work/bundle/rootfs: $(ls "$work/bundle/rootfs" | tr '\n' ' ')"
 
 step "An OCI bundle: podium-runtime spec writes config.json"

@@ -5,6 +5,7 @@
     store = ImageStore("/var/lib/podium/images")
     store.lower_dirs("busybox")            # overlayfs lower dirs, top first
     store.image_config("busybox").cmd      # what the container runs by default
+    build(store, "app/", tag="app:1")       # a Dockerfile build, RUN by podium's runtime
 
 Public names load on first use, so importing this package stays cheap (the registry
 client's HTTP and TLS modules load only when a pull or push needs them).
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runtime.images.archive import import_rootfs, load_archive, save_archive
+    from runtime.images.builder import BuildError, build
+    from runtime.images.dockerfile import DockerfileError
     from runtime.images.errors import (
         ArchiveError,
         AuthError,
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from runtime.images.layers import PruneReport
     from runtime.images.oci import ImageConfig, Platform, host_platform
     from runtime.images.process import resolve_process_args
+    from runtime.images.progress import Progress, TextProgress
     from runtime.images.reference import Reference, normalize, parse_reference
     from runtime.images.registry import Credentials, RegistryClient
     from runtime.images.store import DEFAULT_ROOT, ImageStore, ImageSummary
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "import_rootfs": "archive", "load_archive": "archive", "save_archive": "archive",
+    "BuildError": "builder", "build": "builder", "DockerfileError": "dockerfile",
     "ArchiveError": "errors", "AuthError": "errors", "ContentError": "errors",
     "DigestMismatch": "errors", "ImageError": "errors", "ImageInUse": "errors",
     "ImageNotFound": "errors", "InvalidReference": "errors", "LayerError": "errors",
@@ -49,7 +54,7 @@ _EXPORTS = {
     "UnsafeLayer": "errors",
     "PruneReport": "layers",
     "ImageConfig": "oci", "Platform": "oci", "host_platform": "oci",
-    "resolve_process_args": "process",
+    "resolve_process_args": "process", "Progress": "progress", "TextProgress": "progress",
     "Reference": "reference", "normalize": "reference", "parse_reference": "reference",
     "Credentials": "registry", "RegistryClient": "registry", "pull": "transfer",
     "push": "transfer",
@@ -57,12 +62,13 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "ArchiveError", "AuthError", "ContentError", "Credentials", "DEFAULT_ROOT",
-    "DigestMismatch", "ImageConfig", "ImageError", "ImageInUse", "ImageNotFound", "ImageStore",
-    "ImageSummary", "InvalidReference", "LayerError", "ManifestError", "Platform",
-    "ProcessArgsError", "PruneReport", "Reference", "RegistryClient", "RegistryError",
-    "UnsafeLayer", "host_platform", "import_rootfs", "load_archive", "normalize",
-    "parse_reference", "pull", "push", "resolve_process_args", "save_archive",
+    "ArchiveError", "AuthError", "BuildError", "ContentError", "Credentials", "DEFAULT_ROOT",
+    "DigestMismatch", "DockerfileError", "ImageConfig", "ImageError", "ImageInUse",
+    "ImageNotFound", "ImageStore", "ImageSummary", "InvalidReference", "LayerError",
+    "ManifestError", "Platform", "ProcessArgsError", "Progress", "PruneReport", "Reference",
+    "RegistryClient", "RegistryError", "TextProgress", "UnsafeLayer", "build", "host_platform",
+    "import_rootfs", "load_archive", "normalize", "parse_reference", "pull", "push",
+    "resolve_process_args", "save_archive",
 ]
 
 

@@ -1,62 +1,21 @@
-"""Build a minimal root filesystem from Debian's static busybox (``busybox-static``).
+"""The busybox root filesystem the tests run containers in (built by the product).
 
     python -m tests.support.busybox DEST
 
-makes DEST a rootfs with /bin/busybox, a symlink per applet, and the few files
-(/etc/passwd, /etc/group) that tools inside expect. It is the test and demo image.
+``make_rootfs`` is ``runtime.images.bases.busybox_rootfs``: the same tree that
+``make busybox-image`` imports as ``busybox:latest``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-BUSYBOX = Path("/bin/busybox")
+from runtime.images.bases import BUSYBOX, busybox_rootfs, find_busybox
 
-_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
-         "var/www", "home/user")
+make_rootfs = busybox_rootfs
 
-
-def find_busybox() -> Path:
-    """The static busybox binary, or FileNotFoundError saying how to get it."""
-    for candidate in (BUSYBOX, Path("/usr/bin/busybox")):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("busybox not found: install Debian's busybox-static (make setup)")
-
-
-def make_rootfs(dest: Path) -> Path:
-    """Make (or refresh) a busybox root filesystem at ``dest`` and return it."""
-    busybox = find_busybox()
-    dest.mkdir(parents=True, exist_ok=True)
-    # A root filesystem is world-readable; a mapped root in a user namespace must get in.
-    os.chmod(dest, 0o755)
-    for d in _DIRS:
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    os.chmod(dest / "tmp", 0o1777)
-    target = dest / "bin" / "busybox"
-    if not target.exists():
-        shutil.copy2(busybox, target)
-    applets = subprocess.run(
-        [str(busybox), "--list-full"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    for applet in applets:
-        link = dest / applet
-        if not link.exists() and not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to("/bin/busybox")
-    (dest / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\n"
-        "user:x:1000:1000:user:/home/user:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-    )
-    (dest / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n")
-    os.chown(dest / "home" / "user", 1000, 1000)
-    return dest
-
+__all__ = ["BUSYBOX", "find_busybox", "make_rootfs"]
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

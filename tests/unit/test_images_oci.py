@@ -96,12 +96,14 @@ def test_exception_tree() -> None:
 
 def test_public_names() -> None:
     assert runtime.images.__all__ == [
-        "ArchiveError", "AuthError", "ContentError", "Credentials", "DEFAULT_ROOT",
-        "DigestMismatch", "ImageConfig", "ImageError", "ImageInUse", "ImageNotFound",
-        "ImageStore", "ImageSummary", "InvalidReference", "LayerError", "ManifestError",
-        "Platform", "ProcessArgsError", "PruneReport", "Reference", "RegistryClient",
-        "RegistryError", "UnsafeLayer", "host_platform", "import_rootfs", "load_archive",
-        "normalize", "parse_reference", "pull", "push", "resolve_process_args", "save_archive",
+        "ArchiveError", "AuthError", "BuildError", "ContentError", "Credentials",
+        "DEFAULT_ROOT", "DigestMismatch", "DockerfileError", "ImageConfig", "ImageError",
+        "ImageInUse", "ImageNotFound", "ImageStore", "ImageSummary", "InvalidReference",
+        "LayerError", "ManifestError", "Platform", "ProcessArgsError", "Progress",
+        "PruneReport", "Reference", "RegistryClient", "RegistryError", "TextProgress",
+        "UnsafeLayer", "build",
+        "host_platform", "import_rootfs", "load_archive", "normalize", "parse_reference",
+        "pull", "push", "resolve_process_args", "save_archive",
     ]
     for name in runtime.images.__all__:
         assert getattr(runtime.images, name) is not None

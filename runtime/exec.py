@@ -62,13 +62,17 @@ def exec_process(state: State, cgroup: Cgroup, process: Process, stdio: Stdio,
     for fd, _ in joins:
         os.close(fd)
     pid = 0
+    ready = False
     try:
+        # Stage 1's pid and stage 2's ready come from two processes, in either order.
         for message in channel.messages(sync_r):
             if "pid" in message:
                 pid = message["pid"]
             elif "error" in message:
                 raise SetupError(message["error"])
             elif message.get("ready"):
+                ready = True
+            if pid and ready:
                 return pid
         raise SetupError("exec: the process exited during set-up without saying why")
     except BaseException:

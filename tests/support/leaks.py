@@ -28,7 +28,7 @@ def session_cgroup_parent() -> str:
 
 
 def _mounts(markers: tuple[str, ...]) -> set[str]:
-    found = set()
+    found: set[str] = set()
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
@@ -39,7 +39,7 @@ def _mounts(markers: tuple[str, ...]) -> set[str]:
 
 
 def _cgroups(parents: tuple[str, ...]) -> set[str]:
-    found = set()
+    found: set[str] = set()
     if not CGROUP_ROOT.exists():
         return found
     # v1: one hierarchy per directory below the root; v2: the root itself.

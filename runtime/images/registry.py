@@ -4,8 +4,10 @@ Authentication follows the registry's ``WWW-Authenticate`` answer to a request:
 
 - ``Basic``: the credentials go on every request to that registry;
 - ``Bearer realm=…,service=…,scope=…`` (the token flow public registries use): the
-  client asks ``realm`` for a token for that scope (with the credentials, if any),
-  caches it per scope and repeats the request with it.
+  client asks ``realm`` for a token for the scope it needs (``pull``, or
+  ``pull,push`` for a push) and the challenge's, with the credentials if any,
+  caches it per scope and repeats the request with it. A token that expires is
+  answered with a new challenge, and so renewed.
 
 Plain http is used only when asked (``insecure``) or for a loopback registry, as
 Docker does. Blob downloads follow redirects (registries send them to storage) and
@@ -176,7 +178,8 @@ class RegistryClient:
             resp = self._send(method, url, headers or {}, body, self._authorization(scope))
             if resp.status in (401, 403):
                 resp.read()
-                who = f"as {self.credentials.username}" if self.credentials else "anonymously"
+                who = (f"as {self.credentials.username}" if self.credentials
+                       else "anonymously; it needs a user name and password")
                 raise AuthError(f"{self.host}: access to {repo} refused {who} "
                                 f"({resp.status})", resp.status)
         return resp
@@ -192,22 +195,30 @@ class RegistryClient:
                 raise AuthError(f"{self.host}: needs a user name and password", 401)
             self._auth = self.credentials.basic()
         elif kind == "bearer":
-            self._tokens[scope] = "Bearer " + self._token(params, params.get("scope") or scope)
+            scopes = _scopes(scope, params.get("scope"))
+            self._tokens[scope] = "Bearer " + self._token(params, scopes)
         else:
             raise AuthError(f"{self.host}: unsupported authentication {challenge!r}", 401)
 
-    def _token(self, params: dict[str, str], scope: str) -> str:
+    def _token(self, params: dict[str, str], scopes: list[str]) -> str:
         realm = params.get("realm")
         if not realm:
             raise AuthError(f"{self.host}: a Bearer challenge without a realm", 401)
-        query = {k: v for k, v in (("service", params.get("service")), ("scope", scope)) if v}
+        query = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", scope) for scope in scopes]
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         auth = self.credentials.basic() if self.credentials else None
         resp = self._send("GET", url, {}, None, auth)
         body = resp.read()
         if resp.status != 200:
-            raise AuthError(f"{self.host}: the token service {realm} refused ({resp.status})",
-                            resp.status)
+            if self.credentials is None:
+                problem = "needs a user name and password" if resp.status == 401 else "refused"
+            elif resp.status == 401:
+                problem = f"refused the password of {self.credentials.username}"
+            else:
+                problem = f"refused {self.credentials.username}"
+            raise AuthError(f"{self.host}: the token service {realm} {problem} "
+                            f"({resp.status}){_error_message(body)}", resp.status)
         try:
             doc = json.loads(body)
             token = doc.get("token") or doc.get("access_token")
@@ -265,6 +276,21 @@ class RegistryClient:
         if resp.status == 404:
             raise RegistryError(f"{self.host}: {what}: not found{message}", 404)
         raise RegistryError(f"{self.host}: {what}: HTTP {resp.status}{message}", resp.status)
+
+
+def _scopes(wanted: str, challenged: str | None) -> list[str]:
+    """The scopes to ask a token for: ours, and the challenge's unless ours covers it.
+
+    A push's first request (does the blob exist?) is challenged for ``pull`` only;
+    asking for ``pull,push`` at once saves a second token for the upload.
+    """
+    if not challenged or challenged == wanted:
+        return [wanted]
+    resource, _, actions = wanted.rpartition(":")
+    other, _, other_actions = challenged.rpartition(":")
+    if resource == other and set(other_actions.split(",")) <= set(actions.split(",")):
+        return [wanted]
+    return [wanted, challenged]
 
 
 def _error_message(body: bytes) -> str:

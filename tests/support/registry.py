@@ -2,7 +2,9 @@
 
 ``Registry`` runs Debian's ``docker-registry`` (the distribution registry server)
 on 127.0.0.1 and a free port, with its storage in a temporary directory and,
-optionally, basic authentication from an htpasswd file. ``make_oci_layout`` writes
+optionally, basic authentication from an htpasswd file or bearer-token
+authentication from a token service (``token``: the registry's ``auth.token``
+settings). ``make_oci_layout`` writes
 an OCI image layout from a root filesystem with only the standard library, so a
 second client (skopeo) can push an image podium had no hand in.
 """
@@ -44,12 +46,14 @@ def bcrypt_hash(password: str) -> str:
 
 
 class Registry:
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
+                 token: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.storage = workdir / "storage"
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.users = users or {}
+        self.token = token  # auth.token: realm, service, issuer, rootcertbundle
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Registry:
@@ -59,6 +63,8 @@ class Registry:
             htpasswd = self.workdir / "htpasswd"
             htpasswd.write_text("".join(f"{u}:{bcrypt_hash(p)}\n" for u, p in self.users.items()))
             auth = f"auth:\n  htpasswd:\n    realm: podium-test\n    path: {htpasswd}\n"
+        elif self.token:
+            auth = "auth:\n  token:\n" + "".join(f"    {k}: {v}\n" for k, v in self.token.items())
         config = self.workdir / "config.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"

@@ -109,8 +109,8 @@ def free_hugetlb() -> str:
 
 
 def make_bundle(path: Path) -> dict[str, Any]:
-    from runtime.spec import default_config
     from runtime.images.bases import busybox_rootfs as make_rootfs
+    from runtime.spec import default_config
 
     make_rootfs(path / "rootfs")
     config = default_config(["/bin/true"], terminal=False)

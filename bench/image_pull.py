@@ -115,8 +115,9 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def write_layout(layers: list[bytes], dest: Path, tag: str) -> dict[str, int]:
-    """An OCI layout of ``layers`` (gzip); its sizes in bytes."""
+def write_layout(layers: list[bytes], dest: Path, tag: str,
+                 cmd: tuple[str, ...] = ("/bin/sh",)) -> dict[str, int]:
+    """An OCI layout of ``layers`` (gzip) whose image runs ``cmd``; its sizes in bytes."""
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True)
 
@@ -130,7 +131,7 @@ def write_layout(layers: list[bytes], dest: Path, tag: str) -> dict[str, int]:
                    for c in compressed]
     config = put(json.dumps({
         "architecture": _arch(), "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin:/usr/bin"]},
+        "config": {"Cmd": list(cmd), "Env": ["PATH=/bin:/usr/bin"]},
         "rootfs": {"type": "layers",
                    "diff_ids": ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]},
     }).encode())

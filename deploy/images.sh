@@ -10,13 +10,13 @@
 # $PODIUM_CACHE (default /var/cache/podium). Run as root (`sudo make busybox-image`).
 #
 # Environment: PODIUM_IMAGE_STORE (the store; default /var/lib/podium/images),
-# PODIUM_CACHE, DEBIAN_MIRROR (default http://deb.debian.org/debian), FORCE=1.
+# PODIUM_CACHE, DEBIAN_MIRROR (default: debootstrap's own), FORCE=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=".venv/bin/python"
 PODIUM=".venv/bin/podium"
 CACHE="${PODIUM_CACHE:-/var/cache/podium}"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="${DEBIAN_MIRROR:-}"  # empty: debootstrap's default mirror
 SUITE="bookworm"
 
 present() {
@@ -41,17 +41,21 @@ busybox_image() {
 python_image() {
     present podium/python:3 && return 0
     local tarball="$CACHE/python3-$SUITE.tar.gz"
+    mkdir -p "$CACHE"
+    # One debootstrap at a time (a test run and `make python-image` may overlap): a
+    # second caller waits here, then finds the tarball made.
+    exec 9>"$CACHE/.python3-$SUITE.lock"
+    flock 9
     if [ ! -f "$tarball" ]; then
         command -v debootstrap >/dev/null || {
             apt-get update -qq
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
         }
-        mkdir -p "$CACHE"
         local rootfs="$CACHE/python3-$SUITE.rootfs"
         rm -rf "$rootfs"  # what an interrupted run left
         echo "debootstrap $SUITE (minbase, python3, python3-tornado) into $rootfs"
         debootstrap --variant=minbase --include=python3,python3-tornado \
-            "$SUITE" "$rootfs" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 || {
+            "$SUITE" "$rootfs" ${MIRROR:+"$MIRROR"} >"$CACHE/debootstrap.log" 2>&1 || {
             tail -n 20 "$CACHE/debootstrap.log" >&2
             echo "debootstrap failed: see $CACHE/debootstrap.log" >&2
             exit 1

@@ -61,7 +61,10 @@ def unpack_layer(
     if os.path.lexists(dest):
         raise FileExistsError(errno.EEXIST, "layer directory exists already", str(dest))
     tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
-    os.mkdir(tmp, 0o700)
+    try:
+        os.mkdir(tmp, 0o700)
+    except OSError as e:
+        raise _os_error(e, layer, "", dest.parent) from None
     try:
         result = extract(source, tmp, layer)
         if expected_diff_id is not None and result.diff_id != expected_diff_id:
@@ -92,9 +95,19 @@ def extract(source: BinaryIO, root: Path, layer: str) -> UnpackResult:
         where = f" at {entry!r}" if entry else ""
         raise LayerError(f"layer {layer}: not a valid tar{where}: {e}") from None
     except OSError as e:
-        where = f" at {entry!r}" if entry else ""
-        raise LayerError(f"layer {layer}: unpack failed{where}: {e}") from None
+        raise _os_error(e, layer, entry, root.parent) from None
     return UnpackResult(diff_id=hashing.digest, size=hashing.size)
+
+
+def _os_error(e: OSError, layer: str, entry: str, where: Path) -> LayerError:
+    """The LayerError for a failed write; a full disk says so, and where, plainly."""
+    at = f" at {entry!r}" if entry else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        name = errno.errorcode[e.errno]
+        what = "disk full" if e.errno == errno.ENOSPC else "disk quota exceeded"
+        return LayerError(f"layer {layer}: unpack failed{at}: {what} ({name}) in {where}: "
+                          "free space there and retry")
+    return LayerError(f"layer {layer}: unpack failed{at}: {e}")
 
 
 def classify_whiteout(name: str) -> tuple[str, str] | None:

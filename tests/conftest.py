@@ -22,7 +22,8 @@ from tests.support.busybox import make_rootfs
 from tests.support.leaks import Snapshot, session_cgroup_parent
 
 REQUIRE_ALL = os.environ.get("PODIUM_REQUIRE_ALL") == "1"
-TMP_MARKER = "podium-test-"
+# Per test session, so two sessions on one machine never see each other's mounts.
+TMP_MARKER = f"podium-test-{os.getpid()}-"
 
 
 def need(condition: bool, why: str) -> None:

@@ -7,6 +7,7 @@ immutable records once, by ``runtime.spec.convert``, and checked by
 
 from __future__ import annotations
 
+import copyreg
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -48,6 +49,15 @@ DEFAULT_MASKED_PATHS: tuple[str, ...] = (
 # Records are NamedTuples, not dataclasses: podium-runtime imports this module on
 # every command, and building a dataclass costs far more at import time.
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def read_only(mapping: Mapping[str, str]) -> MappingProxyType[str, str]:
+    return MappingProxyType(dict(mapping))
+
+
+# Configs cross process boundaries pickled (the fork server): let the read-only
+# mappings travel too, as read-only mappings.
+copyreg.pickle(MappingProxyType, lambda m: (read_only, (dict(m),)))
 
 DEFAULT_READONLY_PATHS: tuple[str, ...] = (
     "/proc/bus",

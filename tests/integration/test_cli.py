@@ -29,6 +29,7 @@ import pytest
 
 from runtime.spec import default_config
 from tests.conftest import need, need_root
+from tests.support.processes import wait_until_looping
 
 pytestmark = pytest.mark.root
 
@@ -239,6 +240,7 @@ def test_create_start_kill_delete(cli: Cli, relative: bool) -> None:
     assert state["status"] == "running" and state["pid"] == pid
     assert psutil.Process(pid).cmdline()[:2] == ["sh", "-c"]
 
+    wait_until_looping(pid)  # the TERM trap is set
     cli.ok("kill", "life")  # TERM by default
     state = cli.wait_status("life", "stopped")
     assert not alive(pid)

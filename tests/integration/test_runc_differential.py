@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import need_root
 from tests.integration.test_engine_contract import SLEEPER, runtime_binary
 from tests.support.monitor import Engine, MonitorHandle
+from tests.support.processes import wait_until_looping
 
 pytestmark = pytest.mark.root
 
@@ -147,8 +148,8 @@ def test_run_passes_stdout_and_stderr_through(tool: Engine) -> None:
 
 
 def test_kill_takes_signal_names_with_or_without_sig_and_numbers(tool: Engine) -> None:
-    mon, _ = running(tool, "sig", SIGNALLED)
-    time.sleep(0.1)  # let sh install its traps
+    mon, pid = running(tool, "sig", SIGNALLED)
+    wait_until_looping(pid)  # sh has installed its traps
     for n, sig in enumerate(("USR1", "SIGUSR1", "10"), start=1):
         mon.ok("kill", "sig", sig)
         wait_output(mon, "usr1\n", n)

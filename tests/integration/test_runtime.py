@@ -197,12 +197,18 @@ def test_create_runs_no_user_code_until_start(rt: Runtime, busybox_rootfs: Path,
 
 def test_states_signals_and_exit_codes(rt: Runtime, busybox_rootfs: Path) -> None:
     assert run(rt, "code", config(busybox_rootfs, "sh", "-c", "exit 7"))[0] == 7
-    # As PID 1 of its namespace the init gets only the signals it handles (and KILL).
+    # As PID 1 of its namespace the init gets only the signals it handles (and KILL):
+    # wait until the trap is set before sending USR1.
+    ready_r, ready_w = os.pipe()
     rt.create("sig", config(busybox_rootfs, "sh", "-c",
-                            "trap 'exit 42' USR1; while true; do sleep 0.05; done"))
+                            "trap 'exit 42' USR1; echo trapped; while true; do sleep 0.05; done"),
+              stdio=(None, ready_w, None))
+    os.close(ready_w)
     with pytest.raises(IllegalTransition):
         rt.pause("sig")  # created, not running
     state = rt.start("sig")
+    assert os.read(ready_r, 64) == b"trapped\n"
+    os.close(ready_r)
     assert rt.state("sig").status is Status.RUNNING
     with pytest.raises(IllegalTransition, match="is running: cannot start"):
         rt.start("sig")

@@ -196,3 +196,15 @@ def test_bad_systemd_cgroup_paths(bad: str) -> None:
 
     with pytest.raises(ConfigError, match="linux.cgroupsPath"):
         systemd_cgroup_path(bad)
+
+
+def test_configs_built_in_code_survive_pickling() -> None:
+    import pickle
+
+    from runtime.spec.model import Process, Root
+
+    config = ContainerConfig(oci_version="1.2.0", process=Process(args=("true",)),
+                             root=Root(path=Path("/r")))
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config
+    assert dict(copy.sysctl) == {} and dict(copy.annotations) == {}

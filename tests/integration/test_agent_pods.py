@@ -1,0 +1,211 @@
+"""Pods on the real kernel: two busybox containers sharing an emptyDir and localhost,
+restarts with back-off, an OOM kill, and a terminate that leaves nothing.
+
+Everything network-side lives in a test "node" network namespace (``ptnode``) with
+``pt`` names, as in test_agent_network.py; the host's own network is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from agent.network import NetworkConfig, PodNetwork, create_netns, remove_netns, run_in_netns
+from agent.pods import (
+    HostVolumes,
+    PodWorker,
+    RestartBackOff,
+    RuntimeContainers,
+    StoreImages,
+    WorkerDeps,
+)
+from proto.podium.v1 import pod_pb2
+from runtime.api import Runtime
+from runtime.forkserver import ForkServer
+from runtime.images import ImageStore, import_rootfs
+from tests.conftest import need, need_root
+
+pytestmark = pytest.mark.root
+
+POD_CIDR = IPv4Network("10.88.9.0/24")
+IMAGE = "podium-test/busybox:pods"
+
+
+@dataclass
+class Node:
+    tmp: Path
+    netns: Path
+    net: PodNetwork
+    rt: Runtime
+    deps: WorkerDeps
+
+
+@pytest.fixture
+def node(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Node]:
+    need_root()
+    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
+    netns = tmp_dir / "ptnode"
+    create_netns(netns)
+    config = NetworkConfig(
+        pod_cidr=POD_CIDR, bridge="ptbr0", nft_table="ptnat", veth_prefix="pt",
+        state_dir=tmp_dir / "state", netns_dir=tmp_dir / "netns", pods_dir=tmp_dir / "pods",
+        node_netns=netns, resolv_conf=tmp_dir / "resolv.conf")
+    (tmp_dir / "resolv.conf").write_text("nameserver 192.0.2.53\n")
+    net = PodNetwork(config)
+    store = ImageStore(tmp_dir / "images")
+    tarball = tmp_dir / "busybox.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(busybox_rootfs, arcname=".")
+    import_rootfs(store, tarball, IMAGE)
+    rt = Runtime(root=tmp_dir / "runtime", cgroup_parent=cgroup_parent)
+    server = ForkServer.start()
+    deps = WorkerDeps(sandbox=net, containers=RuntimeContainers(rt, server.spawn_shim),
+                      images=StoreImages(store), volumes=HostVolumes(),
+                      pods_dir=config.pods_dir, cgroup_parent=cgroup_parent)
+    try:
+        net.setup_node()
+        yield Node(tmp_dir, netns, net, rt, deps)
+    finally:
+        server.close()
+        for state in rt.containers():
+            rt.delete(state.id, force=True)
+        for uid in os.listdir(config.netns_dir) if config.netns_dir.is_dir() else []:
+            net.teardown(uid)
+        net.teardown_node()
+        remove_netns(netns)
+
+
+def make_pod(uid: str, *containers: dict[str, Any], **spec: Any) -> pod_pb2.Pod:
+    doc = {"metadata": {"name": f"pod-{uid}", "namespace": "default", "uid": uid},
+           "spec": {"containers": list(containers), **spec}}
+    return json_format.ParseDict(doc, pod_pb2.Pod())
+
+
+def sync_until(worker: PodWorker, done: Any, timeout: float = 20.0,
+               ) -> pod_pb2.PodStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = worker.sync()
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, f"timed out; last status: {status}"
+        time.sleep(0.05)
+
+
+def log_lines(node: Node, uid: str, name: str, run: int = 1) -> list[str]:
+    path = node.deps.pods_dir / uid / "logs" / name / f"{run}.log"
+    if not path.exists():
+        return []
+    return [line.split(" ", 3)[3] for line in path.read_text().splitlines()]
+
+
+def test_two_containers_share_an_empty_dir_and_localhost(node: Node) -> None:
+    pod = make_pod(
+        "pods-a",
+        {"name": "server", "image": IMAGE, "command": ["sh", "-c",
+         "echo from-server > /shared/file; echo pong | nc -l -p 8080; sleep 600"],
+         "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
+        {"name": "client", "image": IMAGE, "command": ["sh", "-c",
+         'until out=$(nc 127.0.0.1 8080 </dev/null) && [ -n "$out" ]; do sleep 0.1; done; '
+         'echo "got $out"; cat /shared/file; hostname; cat /mem/size; sleep 600'],
+         "volumeMounts": [{"name": "shared", "mountPath": "/shared", "readOnly": True},
+                          {"name": "mem", "mountPath": "/mem"}],
+         "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}},
+        volumes=[{"name": "shared", "emptyDir": {}},
+                 {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
+    )
+    worker = PodWorker(pod, node.deps)
+    status = sync_until(worker, lambda s: s.phase == "Running")
+    assert IPv4Address(status.pod_ip) in POD_CIDR
+    assert [cs.state.WhichOneof("state") for cs in status.container_statuses] == \
+        ["running", "running"]
+    mem = node.deps.pods_dir / "pods-a" / "volumes" / "mem"
+    assert os.path.ismount(mem)
+    (mem / "size").write_text("tmpfs-ok\n")
+    deadline = time.monotonic() + 15
+    while "tmpfs-ok" not in log_lines(node, "pods-a", "client"):
+        assert time.monotonic() < deadline, log_lines(node, "pods-a", "client")
+        time.sleep(0.1)
+    assert log_lines(node, "pods-a", "client") == ["got pong", "from-server", "pod-pods-a",
+                                                   "tmpfs-ok"]
+    # The pod's containers sit under one pod cgroup, with the limits asked for.
+    cgroup = f"{node.deps.cgroup_parent}/podpods-a/client"
+    state = node.rt.state("pods-a.client.1")
+    assert state.cgroup_path == cgroup
+    stats = node.rt.stats("pods-a.client.1")
+    assert stats.memory_limit == 64 * 2**20
+
+    status = worker.terminate(grace=1)
+    assert all(cs.state.WhichOneof("state") == "terminated" for cs in status.container_statuses)
+    assert not (node.deps.pods_dir / "pods-a").exists()
+    assert not node.rt.containers()
+    assert node.net.lookup("pods-a") is None
+    assert not any(Path(h, cgroup).parent.exists() for h in _cgroup_roots())
+    assert node.net.ipam.lookup("pods-a") is None
+    links = run_in_netns(node.netns, lambda: os.listdir("/sys/class/net"))
+    assert not [name for name in links if name.startswith("pt") and name != "ptbr0"]
+
+
+def _cgroup_roots() -> list[Path]:
+    root = Path("/sys/fs/cgroup")
+    return [root, *[p for p in root.iterdir() if p.is_dir()]]
+
+
+def test_crash_restarts_at_once_then_backs_off(node: Node) -> None:
+    pod = make_pod("pods-b", {"name": "crash", "image": IMAGE,
+                              "command": ["sh", "-c", "echo run; exit 3"]})
+    worker = PodWorker(pod, node.deps,
+                       back_off=RestartBackOff(time.monotonic, initial=1.0, maximum=2.0))
+    first = time.monotonic()
+    status = sync_until(worker, lambda s: s.container_statuses[0].restart_count >= 1)
+    assert time.monotonic() - first < 5  # the first restart does not wait
+    status = sync_until(
+        worker, lambda s: s.container_statuses[0].state.waiting.reason == "CrashLoopBackOff")
+    cs = status.container_statuses[0]
+    assert cs.last_state.terminated.exit_code == 3
+    assert cs.last_state.terminated.reason == "Error"
+    count = cs.restart_count
+    backed_off = time.monotonic()
+    status = sync_until(worker, lambda s: s.container_statuses[0].restart_count > count)
+    assert time.monotonic() - backed_off > 0.5  # it waited for the back-off
+    status = sync_until(worker, lambda s: s.container_statuses[0].restart_count >= 4)
+    assert status.phase == "Running"
+    assert log_lines(node, "pods-b", "crash", 1) == ["run"]
+    worker.terminate(grace=1)
+    assert not node.rt.containers()
+
+
+def test_memory_hog_is_oom_killed(node: Node) -> None:
+    pod = make_pod("pods-c", {
+        "name": "hog", "image": IMAGE,
+        "command": ["sh", "-c", "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; "
+                                "while true; do x=$x$x; done"],
+        "resources": {"limits": {"memory": "32Mi"}}}, restartPolicy="Never")
+    worker = PodWorker(pod, node.deps)
+    status = sync_until(worker, lambda s: s.phase in ("Failed", "Succeeded"), timeout=60)
+    terminated = status.container_statuses[0].state.terminated
+    assert terminated.reason == "OOMKilled"
+    assert terminated.exit_code == 137
+    assert status.phase == "Failed"
+    worker.terminate(grace=1)
+
+
+def test_bad_command_waits_with_create_container_error(node: Node) -> None:
+    pod = make_pod("pods-d", {"name": "bad", "image": IMAGE, "command": ["/nope"]})
+    worker = PodWorker(pod, node.deps)
+    status = worker.sync()
+    waiting = status.container_statuses[0].state.waiting
+    assert waiting.reason == "CreateContainerError" and "/nope" in waiting.message
+    assert status.phase == "Pending"
+    worker.terminate(grace=1)
+    assert not node.rt.containers()

@@ -1,0 +1,356 @@
+"""The pod worker with fakes: sandbox, starts, restarts and back-off, status, terminate."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from agent.errors import NetworkError
+from agent.pods.interfaces import ExitInfo
+from agent.pods.spec import ImageFacts, VolumeSource
+from agent.pods.worker import PodWorker, WorkerDeps
+from proto.podium.v1 import pod_pb2
+from runtime.errors import ContainerNotFound, SetupError
+from runtime.images import ImageNotFound
+from runtime.spec.model import ContainerConfig, User
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Info:
+    netns: Path
+    files: Path
+    ip: IPv4Address
+
+
+@dataclass
+class FakeSandbox:
+    fail: int = 0  # fail this many setups first
+    made: list[str] = field(default_factory=list)
+    torn: list[str] = field(default_factory=list)
+
+    def setup(self, pod_uid: str, pod_name: str) -> Info:
+        if self.fail:
+            self.fail -= 1
+            raise NetworkError("bridge ptbr0: missing")
+        self.made.append(pod_uid)
+        return Info(Path(f"/netns/{pod_uid}"), Path(f"/pods/{pod_uid}/network"),
+                    IPv4Address("10.88.0.5"))
+
+    def teardown(self, pod_uid: str) -> None:
+        self.torn.append(pod_uid)
+
+
+@dataclass
+class FakeContainers:
+    running: dict[str, ContainerConfig] = field(default_factory=dict)
+    exits: dict[str, ExitInfo] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    signals: list[tuple[str, int]] = field(default_factory=list)
+    cgroups_removed: list[str] = field(default_factory=list)
+    fail_start: str = ""
+    ignore_term: bool = False
+
+    def start(self, container_id: str, config: ContainerConfig, log_path: Path) -> int:
+        if self.fail_start:
+            raise SetupError(self.fail_start)
+        self.running[container_id] = config
+        self.started.append(container_id)
+        return 4242
+
+    def exit_info(self, container_id: str) -> ExitInfo | None:
+        return self.exits.get(container_id)
+
+    def exit(self, container_id: str, code: int, oom: bool = False) -> None:
+        self.exits[container_id] = ExitInfo(code, None, oom, "2024-05-01T12:00:00.5Z",
+                                            "2024-05-01T12:00:01Z")
+        self.running.pop(container_id, None)
+
+    def signal(self, container_id: str, sig: int, all_processes: bool = False) -> None:
+        if container_id not in self.running:
+            raise ContainerNotFound(f"container {container_id} does not exist")
+        self.signals.append((container_id, sig))
+        if sig == signal.SIGKILL or not self.ignore_term:
+            self.exit(container_id, 128 + sig)
+
+    def remove(self, container_id: str) -> None:
+        self.removed.append(container_id)
+        self.running.pop(container_id, None)
+
+    def remove_cgroup(self, path: str) -> None:
+        self.cgroups_removed.append(path)
+
+
+class FakeImages:
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+        self.missing: set[str] = set()
+
+    def facts(self, image: str) -> ImageFacts:
+        if image in self.missing:
+            raise ImageNotFound(f"image {image} not found")
+        return ImageFacts(lower=(Path("/layers/a"),), cmd=("sh",))
+
+    def lookup_user(self, facts: ImageFacts, user: str) -> User:
+        return User()
+
+    def hold(self, image: str, holder: str) -> str:
+        self.held[holder] = image
+        return "sha256:" + "a" * 64
+
+    def release(self, holder: str) -> None:
+        self.held.pop(holder, None)
+
+
+@dataclass
+class FakeVolumes:
+    prepared: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+
+    def prepare(self, volume: VolumeSource) -> None:
+        self.prepared.append(volume.name)
+
+    def cleanup(self, volume: VolumeSource) -> None:
+        self.cleaned.append(volume.name)
+
+
+@dataclass
+class World:
+    clock: Clock
+    sandbox: FakeSandbox
+    containers: FakeContainers
+    images: FakeImages
+    volumes: FakeVolumes
+    deps: WorkerDeps
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    clock = Clock()
+    w = World(clock, FakeSandbox(), FakeContainers(), FakeImages(), FakeVolumes(),
+              None)  # type: ignore[arg-type]
+    w.deps = WorkerDeps(sandbox=w.sandbox, containers=w.containers, images=w.images,
+                        volumes=w.volumes, pods_dir=tmp_path / "pods", cgroup_parent="podium",
+                        clock=clock, wall=lambda: datetime(2024, 5, 1, tzinfo=UTC),
+                        sleep=clock.sleep, host_ip="192.0.2.1")
+    return w
+
+
+def make_pod(**spec: Any) -> pod_pb2.Pod:
+    doc = {"metadata": {"name": "web", "uid": "u1"},
+           "spec": {"containers": [{"name": "app", "image": "busybox"}], **spec}}
+    return json_format.ParseDict(doc, pod_pb2.Pod())
+
+
+def state(status: pod_pb2.PodStatus, i: int = 0) -> str:
+    return str(status.container_statuses[i].state.WhichOneof("state"))
+
+
+def test_sync_makes_sandbox_volumes_and_containers(world: World) -> None:
+    pod = make_pod(volumes=[{"name": "v", "emptyDir": {}}],
+                   containers=[{"name": "a", "image": "busybox"}, {"name": "b", "image": "bb"}])
+    worker = PodWorker(pod, world.deps)
+    status = worker.sync()
+    assert world.sandbox.made == ["u1"] and world.volumes.prepared == ["v"]
+    assert world.containers.started == ["u1.a.1", "u1.b.1"]
+    assert status.phase == "Running" and status.pod_ip == "10.88.0.5"
+    assert [state(status, 0), state(status, 1)] == ["running", "running"]
+    cs = status.container_statuses[0]
+    assert cs.container_id == "podium://u1.a.1" and cs.ready and cs.restart_count == 0
+    assert cs.image_id.startswith("sha256:")
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
+    cfg = world.containers.running["u1.a.1"]
+    assert cfg.namespace("network") is not None
+    assert cfg.namespace("network").path == "/netns/u1"  # type: ignore[union-attr]
+    assert (world.deps.pods_dir / "u1/containers/a/1/upper").is_dir()
+    assert world.images.held == {"u1.a.1": "busybox", "u1.b.1": "bb"}
+    worker.sync()
+    assert world.containers.started == ["u1.a.1", "u1.b.1"]  # nothing twice
+    assert world.sandbox.made == ["u1"]
+
+
+def test_crash_restarts_at_once_then_backs_off(world: World) -> None:
+    worker = PodWorker(make_pod(), world.deps)
+    worker.sync()
+    world.clock.now += 1
+    world.containers.exit("u1.app.1", 3)
+    status = worker.sync()
+    assert world.containers.started == ["u1.app.1", "u1.app.2"]  # immediately
+    assert world.containers.removed == ["u1.app.1"] and "u1.app.1" not in world.images.held
+    cs = status.container_statuses[0]
+    assert state(status) == "running" and cs.restart_count == 1
+    assert cs.last_state.terminated.exit_code == 3
+    assert cs.last_state.terminated.reason == "Error"
+
+    world.clock.now += 1
+    world.containers.exit("u1.app.2", 3)
+    status = worker.sync()
+    cs = status.container_statuses[0]
+    assert state(status) == "waiting" and cs.state.waiting.reason == "CrashLoopBackOff"
+    assert "back-off 10s restarting failed container=app pod=web" in cs.state.waiting.message
+    assert cs.last_state.terminated.exit_code == 3 and cs.restart_count == 1
+    assert status.phase == "Running"
+    world.clock.now += 9
+    worker.sync()
+    assert len(world.containers.started) == 2
+    world.clock.now += 1
+    status = worker.sync()
+    assert world.containers.started[-1] == "u1.app.3"
+    assert status.container_statuses[0].restart_count == 2
+
+    world.clock.now += 1
+    world.containers.exit("u1.app.3", 1)
+    status = worker.sync()
+    assert "back-off 20s" in status.container_statuses[0].state.waiting.message
+
+
+def test_oom_and_completed_reasons(world: World) -> None:
+    worker = PodWorker(make_pod(restartPolicy="Never", containers=[
+        {"name": "hog", "image": "i"}, {"name": "ok", "image": "i"}]), world.deps)
+    worker.sync()
+    world.containers.exit("u1.hog.1", 137, oom=True)
+    world.containers.exit("u1.ok.1", 0)
+    status = worker.sync()
+    hog, ok = status.container_statuses
+    assert hog.state.terminated.reason == "OOMKilled" and hog.state.terminated.exit_code == 137
+    assert ok.state.terminated.reason == "Completed"
+    assert hog.state.terminated.finished_at.ToJsonString() == "2024-05-01T12:00:01Z"
+    assert status.phase == "Failed"
+    assert world.containers.started == ["u1.hog.1", "u1.ok.1"]  # Never: no restart
+
+
+def test_on_failure_success_is_final(world: World) -> None:
+    worker = PodWorker(make_pod(restartPolicy="OnFailure"), world.deps)
+    worker.sync()
+    world.containers.exit("u1.app.1", 0)
+    status = worker.sync()
+    assert status.phase == "Succeeded" and state(status) == "terminated"
+    assert status.container_statuses[0].state.terminated.reason == "Completed"
+
+
+def test_on_failure_restarts_a_failure(world: World) -> None:
+    worker = PodWorker(make_pod(restartPolicy="OnFailure"), world.deps)
+    worker.sync()
+    world.containers.exit("u1.app.1", 2)
+    status = worker.sync()
+    assert world.containers.started == ["u1.app.1", "u1.app.2"]
+    assert status.phase == "Running"
+
+
+def test_always_restarts_a_success(world: World) -> None:
+    worker = PodWorker(make_pod(), world.deps)
+    worker.sync()
+    world.containers.exit("u1.app.1", 0)
+    status = worker.sync()
+    assert status.container_statuses[0].last_state.terminated.reason == "Completed"
+    assert status.container_statuses[0].restart_count == 1
+
+
+def test_invalid_pod_fails_without_making_anything(world: World) -> None:
+    pod = make_pod(containers=[{"name": "app", "image": "i",
+                                "resources": {"limits": {"memory": "12Zi"}}}])
+    status = PodWorker(pod, world.deps).sync()
+    assert status.phase == "Failed" and status.reason == "Invalid"
+    assert status.message == \
+        'spec.containers[0].resources.limits.memory: "12Zi" is not a quantity'
+    assert not world.sandbox.made and not world.containers.started
+
+
+def test_sandbox_failure_is_retried(world: World) -> None:
+    world.sandbox.fail = 1
+    worker = PodWorker(make_pod(), world.deps)
+    status = worker.sync()
+    assert status.phase == "Pending" and "bridge ptbr0" in status.message
+    assert state(status) == "waiting"
+    status = worker.sync()
+    assert status.phase == "Running" and not status.message
+
+
+def test_missing_image_and_failed_start_wait_with_reasons(world: World) -> None:
+    world.images.missing.add("busybox")
+    worker = PodWorker(make_pod(), world.deps)
+    status = worker.sync()
+    cs = status.container_statuses[0]
+    assert cs.state.waiting.reason == "ErrImagePull" and "not found" in cs.state.waiting.message
+    assert status.phase == "Pending"
+    world.images.missing.clear()
+    world.containers.fail_start = "exec: /nope: No such file or directory"
+    status = worker.sync()
+    cs = status.container_statuses[0]
+    assert cs.state.waiting.reason == "CreateContainerError"
+    assert cs.state.waiting.message == "exec: /nope: No such file or directory"
+    assert not world.images.held
+    world.containers.fail_start = ""
+    status = worker.sync()
+    assert state(status) == "running"
+    assert world.containers.started == ["u1.app.2"]  # the failed run's number is not reused
+
+
+def test_host_network_has_no_sandbox(world: World) -> None:
+    worker = PodWorker(make_pod(hostNetwork=True), world.deps)
+    status = worker.sync()
+    assert not world.sandbox.made and status.pod_ip == "192.0.2.1"
+    assert world.containers.running["u1.app.1"].namespace("network") is None
+    worker.terminate(0)
+    assert not world.sandbox.torn
+
+
+def test_terminate_term_then_removes_everything(world: World) -> None:
+    pod = make_pod(volumes=[{"name": "v", "emptyDir": {}}])
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    status = worker.terminate(5)
+    assert world.containers.signals == [("u1.app.1", signal.SIGTERM)]
+    assert world.containers.removed == ["u1.app.1"]
+    assert world.containers.cgroups_removed == ["podium/podu1"]
+    assert world.volumes.cleaned == ["v"] and world.sandbox.torn == ["u1"]
+    assert not (world.deps.pods_dir / "u1").exists() and not world.images.held
+    assert state(status) == "terminated"
+    assert status.container_statuses[0].state.terminated.exit_code == 128 + signal.SIGTERM
+    assert worker.sync().container_statuses[0].state.WhichOneof("state") == "terminated"
+    assert world.containers.started == ["u1.app.1"]  # a terminated pod stays down
+
+
+def test_terminate_kills_after_the_grace_period(world: World) -> None:
+    world.containers.ignore_term = True
+    worker = PodWorker(make_pod(terminationGracePeriodSeconds=3), world.deps)
+    worker.sync()
+    start = world.clock.now
+    worker.terminate()
+    assert world.containers.signals == [("u1.app.1", signal.SIGTERM),
+                                        ("u1.app.1", signal.SIGKILL)]
+    assert world.clock.now - start == pytest.approx(3, abs=0.1)
+
+
+def test_terminate_carries_on_after_a_failure(world: World) -> None:
+    from agent.pods.errors import PodError
+
+    worker = PodWorker(make_pod(), world.deps)
+    worker.sync()
+
+    def broken(pod_uid: str) -> None:
+        raise NetworkError("veth pt123: busy")
+
+    world.sandbox.teardown = broken  # type: ignore[method-assign]
+    with pytest.raises(PodError, match="veth pt123: busy"):
+        worker.terminate(0)
+    assert world.containers.removed == ["u1.app.1"]
+    assert not (world.deps.pods_dir / "u1").exists()

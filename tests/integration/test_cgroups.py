@@ -58,8 +58,10 @@ while True:
     time.sleep(0.01)
 """
 # Forks as fast as it can, ignoring refusals: kill() must still empty the cgroup.
+# It too waits for "go", so no child is forked before it is in the cgroup.
 SPAWNER = """
-import os, time
+import os, sys, time
+sys.stdin.readline()
 while True:
     try:
         if os.fork() == 0:
@@ -303,6 +305,7 @@ def test_v1_kill_catches_a_forking_process(v1: tuple[CgroupV1Driver, CgroupV1]) 
     spawner = python(SPAWNER)
     try:
         cg.add(spawner.pid)
+        go(spawner)
         assert _wait(lambda: len(cg.procs()) > 5)
         cg.kill()
         assert cg.procs() == []
@@ -369,6 +372,7 @@ def test_v2_kill_catches_a_forking_process(v2: tuple[CgroupV2Driver, CgroupV2]) 
     spawner = python(SPAWNER)
     try:
         cg.add(spawner.pid)
+        go(spawner)
         assert _wait(lambda: len(cg.procs()) > 5)
         cg.kill()
         assert cg.procs() == []

@@ -43,7 +43,7 @@ bench: setup
 	$(PY) bench/container_start.py
 
 lint: setup
-	$(PY) -m ruff check runtime tests bench
+	$(PY) -m ruff check runtime agent client proto/kube.py tests bench
 	$(PY) -m mypy
 
 clean:

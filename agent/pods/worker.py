@@ -2,6 +2,8 @@
 
 The agent keeps one worker per pod and calls its steps in order, never two at once:
 
+    adopt(...)         once, before the first sync, after an agent restart: take over
+                       the sandbox and containers an earlier agent left running
     sync(pod)          make what is missing (sandbox, volumes, containers), notice
                        exits, restart by restartPolicy and back-off; returns the status
     terminate(grace)   SIGTERM, SIGKILL after the grace period, then remove the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -35,7 +37,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agent.errors import AgentError
 from agent.pods import backoff
 from agent.pods.errors import PodError, PodSpecError
-from agent.pods.interfaces import ContainerStarter, ExitInfo, ImageSource, Sandbox, VolumeHost
+from agent.pods.interfaces import (
+    ContainerStarter,
+    ExitInfo,
+    ImageSource,
+    Sandbox,
+    SandboxInfo,
+    VolumeHost,
+)
 from agent.pods.spec import SandboxFacts, VolumeSource, container_config, pod_cgroup, validate_pod
 from proto.podium.v1 import pod_pb2
 from runtime.errors import RuntimeError_
@@ -235,6 +244,61 @@ class PodWorker:
             if source.is_relative_to(volume_root) and not source.exists():
                 source.mkdir(parents=True, mode=0o777)
 
+    # --- adopt (after an agent restart) ---------------------------------------------
+
+    def adopt(self, sandbox: SandboxInfo | None, container_ids: Iterable[str],
+              started: Mapping[str, datetime] | None = None) -> None:
+        """Take over what an earlier agent left of this pod, before the first ``sync``.
+
+        ``container_ids`` are the pod's containers in the runtime (``<uid>.<name>.<n>``):
+        each spec container's newest run becomes its current run, still running or
+        not (the next ``sync`` reads its exit record); older runs are removed. Run
+        numbers go on from the logs kept, so a log is never written twice, and the
+        restart count is read from them (one log per run started).
+        """
+        if self.pod.spec.host_network:
+            self.pod_ip, self.sandbox_ready = self.deps.host_ip, True
+        elif sandbox is not None:
+            self.pod_ip, self.netns, self.files = str(sandbox.ip), sandbox.netns, sandbox.files
+            self.sandbox_ready = True
+        newest: dict[str, tuple[int, str]] = {}
+        stale: list[str] = []
+        for container_id in container_ids:
+            parsed = _parse_container_id(self.uid, container_id)
+            if parsed is None or parsed[0] not in {c.name for c in self.containers}:
+                stale.append(container_id)
+                continue
+            name, attempt = parsed
+            if name in newest:
+                stale.append(newest[name][1] if newest[name][0] < attempt else container_id)
+            if name not in newest or newest[name][0] < attempt:
+                newest[name] = (attempt, container_id)
+        for container_id in stale:
+            self.deps.containers.remove(container_id)
+            self.deps.images.release(container_id)
+        for c in self.containers:
+            logs = self._log_runs(c.name)
+            c.attempts = max([*logs, newest.get(c.name, (0, ""))[0]])
+            if c.name not in newest:
+                continue
+            attempt, container_id = newest[c.name]
+            when = (started or {}).get(container_id) or self.deps.wall()
+            c.run = _Run(container_id, attempt, self.deps.clock(), when)
+            c.restarts = max(len(logs) - 1, 0)
+            spec = self.pod.spec.containers[c.index]
+            try:
+                c.image_id = self.deps.images.hold(spec.image, container_id)
+            except (RuntimeError_, AgentError, OSError):
+                pass  # the image went away; the running container does not need it
+            c.waiting_reason = ""
+
+    def _log_runs(self, name: str) -> list[int]:
+        try:
+            entries = (self.pod_dir / "logs" / name).iterdir()
+            return [int(p.stem) for p in entries if p.suffix == ".log" and p.stem.isdigit()]
+        except OSError:
+            return []
+
     # --- terminate ----------------------------------------------------------------
 
     def terminate(self, grace: float | None = None) -> pod_pb2.PodStatus:
@@ -398,6 +462,15 @@ def _terminated(run: _Run) -> pod_pb2.ContainerStateTerminated:
         state.finished_at.CopyFrom(_parse_time(info.finished_at)
                                    or _timestamp(run.finished_at))
     return state
+
+
+def _parse_container_id(uid: str, container_id: str) -> tuple[str, int] | None:
+    """``<uid>.<name>.<n>`` → (name, n); None for an ID the worker did not make."""
+    prefix, _, rest = container_id.partition(".")
+    name, _, attempt = rest.rpartition(".")
+    if prefix != uid or not name or not attempt.isdigit():
+        return None
+    return name, int(attempt)
 
 
 def _timestamp(when: datetime) -> Timestamp:

@@ -1,0 +1,238 @@
+"""``Agent``: podium-agent's main object, wiring the node's parts in a safe order.
+
+    start()   1. the runtime's fork server, first: before this process runs any
+                 thread (gRPC's included), so shims are never forked from a threaded
+                 process
+              2. the node network (bridge, NAT table, IP forwarding)
+              3. recovery: relist the runtime's containers and the pods' sandboxes
+                 and directories, adopt the pods the source still wants (running
+                 containers are left running), remove the rest
+              4. the gRPC server (``agent.server``)
+    run(stop) the pod loop until ``stop`` is set (``agent.podloop``)
+    close()   the gRPC server and the fork server; pods and their shims keep running,
+              so the next agent re-adopts them
+
+Under ``root`` (default ``/run/podium``, as containers do not survive a reboot,
+neither do their records):
+
+    runtime/          the runtime's container state
+    netns/            the pods' network namespaces
+    agent/network/    IPAM allocations
+    agent/pods/<uid>/ each pod's files and logs (see ``agent.pods.worker``)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from agent.podloop import PodLoop, run_in_thread
+from agent.recovery import plan_recovery, pod_uid_of, pod_uids_on_disk, remove_leftover
+
+if TYPE_CHECKING:
+    import grpc
+
+    from agent.network import PodNetwork
+    from agent.pods import PodWorker, WorkerDeps
+    from agent.server import HealthLike
+    from proto.podium.v1 import pod_pb2
+    from runtime.api import Runtime
+    from runtime.forkserver import ForkServer
+    from runtime.state import State
+
+log = logging.getLogger("podium.agent")
+
+DEFAULT_ROOT = Path("/run/podium")
+DEFAULT_LISTEN = "0.0.0.0:7401"
+DEFAULT_STANDALONE_CIDR = IPv4Network("10.88.0.0/24")
+DEFAULT_MANIFESTS = Path("/etc/podium/manifests")
+DEFAULT_IMAGE_STORE = Path("/var/lib/podium/images")
+
+
+class AgentConfig(NamedTuple):
+    manifests: Path = DEFAULT_MANIFESTS
+    listen: str = DEFAULT_LISTEN
+    root: Path = DEFAULT_ROOT
+    pod_cidr: IPv4Network = DEFAULT_STANDALONE_CIDR
+    bridge: str = "podium0"
+    cgroup_parent: str = "podium"
+    node_name: str = ""
+    image_store: Path = DEFAULT_IMAGE_STORE
+    nft_table: str = "podium"
+    veth_prefix: str = "pd"
+    period: float = 0.2  # seconds between loop steps
+    manifest_poll: float = 0.5  # seconds between scans of the manifest directory
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.forkserver: ForkServer | None = None
+        self.server: grpc.Server | None = None
+        self.port = 0
+        self.health: HealthLike | None = None
+        self._postponed: set[str] = set()  # leftovers kept while manifests had errors
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.config.root / "agent" / "pods"
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node_name
+
+    @property
+    def state_root(self) -> Path:
+        return self.config.root
+
+    @property
+    def cgroup_parent(self) -> str:
+        return self.config.cgroup_parent
+
+    def start(self) -> None:
+        from runtime.forkserver import ForkServer
+
+        self.forkserver = ForkServer.start()  # before any thread: see the docstring
+        try:
+            self._build()
+            self._recover()
+            self._serve()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        from agent.network import NetworkConfig, PodNetwork, enable_ip_forwarding
+        from agent.pods import HostVolumes, RuntimeContainers, StoreImages, WorkerDeps
+        from agent.sources import StaticManifestSource
+        from runtime.api import Runtime
+        from runtime.images import ImageStore
+
+        c = self.config
+        assert self.forkserver is not None
+        self.rt: Runtime = Runtime(root=c.root / "runtime", cgroup_parent=c.cgroup_parent)
+        self.net_config = NetworkConfig(
+            pod_cidr=c.pod_cidr, bridge=c.bridge, nft_table=c.nft_table,
+            veth_prefix=c.veth_prefix, state_dir=c.root / "agent" / "network",
+            netns_dir=c.root / "netns", pods_dir=self.pods_dir)
+        self.net: PodNetwork = PodNetwork(self.net_config)
+        self.net.setup_node()
+        enable_ip_forwarding()
+        self.deps: WorkerDeps = WorkerDeps(
+            sandbox=self.net, containers=RuntimeContainers(self.rt, self.forkserver.spawn_shim),
+            images=StoreImages(ImageStore(c.image_store)), volumes=HostVolumes(),
+            pods_dir=self.pods_dir, cgroup_parent=c.cgroup_parent,
+            host_ip=str(self.net.gateway.ip))
+        self.source = StaticManifestSource(c.manifests, poll_interval=c.manifest_poll)
+        self.loop = PodLoop(self.source, self._make_worker, spawn=run_in_thread)
+
+    def _make_worker(self, pod: pod_pb2.Pod) -> PodWorker:
+        from agent.pods import PodWorker as Worker
+
+        uid = pod.metadata.uid
+        if uid in self._postponed:
+            # Left alone at start while the manifests had errors, and wanted again now.
+            self._postponed.discard(uid)
+            states = {s.id: s for s in self.rt.containers()}
+            adopted = self._adopt(pod, [c for c in states if pod_uid_of(c) == uid], states)
+            if adopted is not None:
+                return adopted
+        return Worker(pod, self.deps)
+
+    def _recover(self) -> None:
+        from agent.sources import PodEventType
+
+        events = self.source.poll()
+        wanted = {e.pod.metadata.uid: (e.pod, e.source) for e in events
+                  if e.type is PodEventType.ADD and e.pod is not None}
+        states = {s.id: s for s in self.rt.containers()}
+        plan = plan_recovery(wanted, states,
+                             pod_uids_on_disk(self.pods_dir, self.net_config.netns_dir))
+        for uid, container_ids in plan.adopt.items():
+            pod, source = wanted[uid]
+            worker = self._adopt(pod, container_ids, states)
+            if worker is not None:
+                self.loop.insert(pod, worker, source)
+        if any(e.type is PodEventType.ERROR for e in events):
+            # A manifest that does not parse (or a missing directory) may be what still
+            # wants these pods: leave them, rather than stop pods on a typo; a pod wanted
+            # again later is adopted then (``_make_worker``).
+            if plan.leftovers:
+                log.warning("manifests have errors: leaving pods %s as they are",
+                            ", ".join(plan.leftovers))
+            self._postponed = set(plan.leftovers)
+        else:
+            for uid, container_ids in plan.leftovers.items():
+                log.info("pod %s: no longer wanted, removing what is left of it", uid)
+                self._remove(uid, container_ids)
+        self.loop.apply(events)
+
+    def _adopt(self, pod: pod_pb2.Pod, container_ids: list[str],
+               states: Mapping[str, State]) -> PodWorker | None:
+        """A worker holding what is left of ``pod`` on the node; None: start it afresh."""
+        from agent.pods import PodWorker as Worker
+
+        uid = pod.metadata.uid
+        if not container_ids and not (self.pods_dir / uid).exists():
+            if self.net.netns_path(uid).exists():  # a sandbox half made by a crash
+                self._remove(uid, [])
+            return None  # nothing else of it on the node: the loop makes it afresh
+        sandbox = self.net.lookup(uid)
+        if sandbox is None and not pod.spec.host_network:
+            # Containers without their network cannot be kept: start the pod again.
+            log.warning("pod %s: no sandbox left, starting it afresh", uid)
+            self._remove(uid, container_ids)
+            return None
+        worker = Worker(pod, self.deps)
+        started = {cid: _created(states[cid].created) for cid in container_ids}
+        worker.adopt(sandbox, container_ids, {k: v for k, v in started.items() if v is not None})
+        log.info("pod %s: adopted %s", uid, ", ".join(container_ids) or "its files")
+        return worker
+
+    def _remove(self, uid: str, container_ids: list[str]) -> None:
+        remove_leftover(uid, container_ids, containers=self.deps.containers,
+                        images=self.deps.images, sandbox=self.net, pods_dir=self.pods_dir,
+                        cgroup_parent=self.config.cgroup_parent, log=log.error)
+
+    def _serve(self) -> None:
+        from agent.server import make_server
+
+        self.server, self.port, self.health = make_server(self, self.config.listen)
+        self.server.start()
+        log.info("podium-agent serving on %s", self.config.listen)
+
+    def run(self) -> None:
+        """The pod loop, until ``stop_event`` is set (by a signal, or a test)."""
+        from agent.server import set_health
+
+        while not self.stop_event.is_set():
+            self.loop.step()
+            if self.health is not None:
+                set_health(self.health, True)
+            self.stop_event.wait(self.config.period)
+
+    def close(self) -> None:
+        """Stop serving; the pods keep running for the next agent to adopt."""
+        if self.server is not None:
+            from agent.server import set_health
+
+            if self.health is not None:
+                set_health(self.health, False)
+            self.server.stop(grace=1).wait()
+            self.server = None
+        if self.forkserver is not None:
+            self.forkserver.close()
+            self.forkserver = None
+
+
+def _created(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None

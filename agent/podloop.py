@@ -1,0 +1,203 @@
+"""``PodLoop``: the agent's one loop from pod source to pod workers.
+
+Every ``step``: poll the source, apply its events (ADD or UPDATE → a worker per pod,
+made on first sight; REMOVE → terminate the pod with its grace period; ERROR → log
+it), then call ``sync`` on every worker in turn (sequentially: a sync never
+sleeps) and keep the status it returns. A failure in one pod is logged and recorded
+in that pod's status (reason ``SyncError``); the other pods go on.
+
+Terminations can take a grace period (30 s by default), so they go to ``spawn``
+(a thread in the agent; inline in tests) while the loop goes on with the rest. A pod
+added again while its earlier self is still being removed waits for that to end.
+
+What the gRPC server reads is ``pods()``: a snapshot (a new dict every step, each
+Pod carrying its status), safe to read from other threads without a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.sources import PodEvent, PodEventType, PodSource
+from proto.podium.v1 import pod_pb2
+
+log = logging.getLogger("podium.agent")
+
+
+class Worker(Protocol):
+    def sync(self, pod: pod_pb2.Pod | None = None) -> pod_pb2.PodStatus: ...
+    def terminate(self, grace: float | None = None) -> pod_pb2.PodStatus: ...
+
+
+MakeWorker = Callable[[pod_pb2.Pod], Worker]
+Spawn = Callable[[Callable[[], None]], None]
+
+
+def run_inline(task: Callable[[], None]) -> None:
+    task()
+
+
+def run_in_thread(task: Callable[[], None]) -> None:
+    threading.Thread(target=task, name="podium-terminate", daemon=True).start()
+
+
+@dataclass
+class _Entry:
+    pod: pod_pb2.Pod
+    worker: Worker | None
+    source: str
+    status: pod_pb2.PodStatus
+    changed: bool = False  # the pod changed since the worker last saw it
+    terminating: bool = False
+
+
+class PodLoop:
+    def __init__(self, source: PodSource, make_worker: MakeWorker,
+                 clock: Callable[[], float] = time.monotonic, spawn: Spawn = run_inline) -> None:
+        self.source = source
+        self.make_worker = make_worker
+        self.clock = clock
+        self.spawn = spawn
+        self.source_errors: dict[str, str] = {}
+        self.last_step = 0.0  # clock time the last step ended, for health
+        self._entries: dict[str, _Entry] = {}
+        self._deferred: dict[str, tuple[pod_pb2.Pod, str]] = {}  # added while terminating
+        self._lock = threading.Lock()  # guards _entries against termination threads
+        self._view: dict[str, pod_pb2.Pod] = {}
+
+    # --- what others read ---------------------------------------------------------
+
+    def pods(self) -> list[pod_pb2.Pod]:
+        return list(self._view.values())
+
+    def worker(self, uid: str) -> Worker | None:
+        entry = self._entries.get(uid)
+        return entry.worker if entry is not None else None
+
+    # --- driving ------------------------------------------------------------------
+
+    def insert(self, pod: pod_pb2.Pod, worker: Worker, source: str) -> None:
+        """Put in a worker made elsewhere (an adopted pod after an agent restart)."""
+        self._entries[pod.metadata.uid] = _Entry(pod, worker, source, _pending())
+
+    def step(self) -> None:
+        try:
+            events = self.source.poll()
+        except Exception as e:  # noqa: BLE001 - a broken source must not stop the pods
+            log.error("pod source: %s", e)
+            events = []
+        self.apply(events)
+        self._start_deferred()
+        with self._lock:
+            entries = list(self._entries.values())
+        for entry in entries:
+            if not entry.terminating:
+                self._sync(entry)
+        self._publish()
+        self.last_step = self.clock()
+
+    def apply(self, events: list[PodEvent]) -> None:
+        for event in events:
+            if event.type is PodEventType.ERROR or event.pod is None:
+                log.error("%s", event.message or f"{event.source}: unusable pod")
+                self.source_errors[event.source] = event.message
+                continue
+            self.source_errors.pop(event.source, None)
+            for warning in event.warnings:
+                log.warning("%s: %s", event.source, warning)
+            if event.type is PodEventType.REMOVE:
+                self._remove(event.pod.metadata.uid)
+            else:
+                self._want(event.pod, event.source)
+
+    def run(self, stop: threading.Event, period: float = 0.2) -> None:
+        while not stop.is_set():
+            self.step()
+            stop.wait(period)
+
+    # --- decisions ----------------------------------------------------------------
+
+    def _want(self, pod: pod_pb2.Pod, source: str) -> None:
+        uid = pod.metadata.uid
+        entry = self._entries.get(uid)
+        if entry is not None and entry.terminating:
+            self._deferred[uid] = (pod, source)
+            return
+        if entry is None:
+            self._entries[uid] = _Entry(pod, None, source, _pending())
+            return
+        old = [c.name for c in entry.pod.spec.containers]
+        new = [c.name for c in pod.spec.containers]
+        if old != new and entry.worker is not None:
+            # A pod's containers cannot change in place: replace the pod, as kubelet does.
+            self._remove(uid)
+            self._deferred[uid] = (pod, source)
+            return
+        entry.pod, entry.source, entry.changed = pod, source, True
+
+    def _remove(self, uid: str) -> None:
+        self._deferred.pop(uid, None)
+        entry = self._entries.get(uid)
+        if entry is None or entry.terminating:
+            return
+        worker = entry.worker
+        if worker is None:
+            del self._entries[uid]
+            return
+        entry.terminating = True
+
+        def terminate() -> None:
+            try:
+                worker.terminate()
+            except Exception as e:  # noqa: BLE001 - logged; the pod is dropped all the same
+                log.error("pod %s: %s", _name(entry.pod), e)
+            with self._lock:
+                if self._entries.get(uid) is entry:
+                    del self._entries[uid]
+
+        self.spawn(terminate)
+
+    def _start_deferred(self) -> None:
+        for uid, (pod, source) in list(self._deferred.items()):
+            if uid not in self._entries:
+                del self._deferred[uid]
+                self._entries[uid] = _Entry(pod, None, source, _pending())
+
+    def _sync(self, entry: _Entry) -> None:
+        try:
+            if entry.worker is None:
+                entry.worker = self.make_worker(entry.pod)
+                entry.changed = False
+            pod = entry.pod if entry.changed else None
+            entry.changed = False
+            entry.status = entry.worker.sync(pod)
+        except Exception as e:  # noqa: BLE001 - one pod's failure never stops the others
+            log.error("pod %s: %s", _name(entry.pod), e)
+            status = pod_pb2.PodStatus()
+            status.CopyFrom(entry.status)
+            status.reason, status.message = "SyncError", str(e)
+            entry.status = status
+
+    def _publish(self) -> None:
+        view: dict[str, pod_pb2.Pod] = {}
+        with self._lock:
+            entries = list(self._entries.items())
+        for uid, entry in entries:
+            pod = pod_pb2.Pod()
+            pod.CopyFrom(entry.pod)
+            pod.status.CopyFrom(entry.status)
+            view[uid] = pod
+        self._view = view
+
+
+def _pending() -> pod_pb2.PodStatus:
+    return pod_pb2.PodStatus(phase="Pending")
+
+
+def _name(pod: pod_pb2.Pod) -> str:
+    return f"{pod.metadata.namespace or 'default'}/{pod.metadata.name}"

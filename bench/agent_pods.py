@@ -1,0 +1,398 @@
+"""Pods per node and pod start latency: N busybox pods on one podium-agent.
+
+    sudo .venv/bin/python bench/agent_pods.py [--n 100]
+
+One agent runs (``nsenter --net``) inside a network namespace the bench makes and
+removes (``ptbench``, under a temporary directory), so its bridge, veths and
+nftables table never touch the host's network. Its root, image store and manifest
+directory are temporary, its cgroup parent is ``podium-bench-agent``, and it listens
+on a unix socket. The busybox image is imported into its store first.
+
+Then N single-container pods (``sleep 3600``) are started at once: one manifest file
+each, written to a hidden temporary name and renamed into place (the agent skips
+hidden files, so it never reads half a file). ListPods is polled every ~20 ms; a
+pod's start latency is from its rename to the first ListPods answer that shows it
+``Running``. ``pods_per_s`` is N over the time from the first rename to the last pod
+Running. Memory overhead: see ``overhead_pss``.
+
+Then every manifest is removed, the bench waits until ListPods is empty, stops the
+agent with SIGTERM, kills by PID anything of it still alive, and removes the
+network namespace, the temporary directory and the cgroups. Prints a table, then
+one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import grpc  # noqa: E402
+import psutil  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from agent.network import create_netns, remove_netns  # noqa: E402
+from proto.podium.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+from runtime.api import Runtime  # noqa: E402
+from runtime.images import ImageStore, import_rootfs  # noqa: E402
+from runtime.images.bases import busybox_rootfs  # noqa: E402
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "podium-bench-agent"
+IMAGE = "podium-bench/busybox:agent"
+POLL = 0.02  # seconds between ListPods calls
+MIB = 1024 * 1024
+TARGETS = {"p50_ms": 100.0, "p99_ms": 500.0, "mib_per_pod": 2.0}
+
+MANIFEST = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sleep", "3600"]
+"""
+
+
+def percentile(samples: list[float], p: float) -> float:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th smallest)."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Node:
+    work: Path
+    proc: subprocess.Popen[bytes] | None = None
+    stub: Any = None  # agent_pb2_grpc.AgentServiceStub
+    channel: grpc.Channel | None = None
+    # Every shim and container init PID seen, to kill by PID if anything outlives the run.
+    seen_pids: set[int] = field(default_factory=set)
+
+    @property
+    def netns(self) -> Path:
+        return self.work / "ptbench"
+
+    @property
+    def root(self) -> Path:
+        return self.work / "root"
+
+    @property
+    def manifests(self) -> Path:
+        return self.work / "manifests"
+
+    @property
+    def sock(self) -> Path:
+        return self.work / "agent.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.work / "agent.log"
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(root=self.root / "runtime", cgroup_parent=CGROUP_PARENT)
+
+    def prepare(self) -> None:
+        create_netns(self.netns)
+        self.manifests.mkdir()
+        store = ImageStore(self.work / "images")
+        rootfs, tarball = self.work / "rootfs", self.work / "busybox.tar"
+        busybox_rootfs(rootfs)
+        with tarfile.open(tarball, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        import_rootfs(store, tarball, IMAGE)
+        shutil.rmtree(rootfs)
+        tarball.unlink()
+
+    def start(self) -> None:
+        argv = ["nsenter", f"--net={self.netns}", sys.executable, "-m", "agent.cli",
+                "--manifests", str(self.manifests), "--listen", f"unix:{self.sock}",
+                "--root", str(self.root), "--pod-cidr", "10.88.77.0/24",
+                "--bridge", "ptbr0", "--cgroup-parent", CGROUP_PARENT,
+                "--node-name", "ptbench", "--image-store", str(self.work / "images")]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log)
+        self.channel = grpc.insecure_channel(f"unix:{self.sock}")
+        self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + 30
+        while True:
+            self.check_alive()
+            try:
+                answer = health.Check(health_pb2.HealthCheckRequest(
+                    service="podium.v1.AgentService"), timeout=2)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise
+            if time.monotonic() > deadline:
+                self.fail("the agent did not become SERVING within 30 s")
+            time.sleep(0.05)
+
+    def list_pods(self) -> list[Any]:
+        return list(self.stub.ListPods(agent_pb2.ListPodsRequest(), timeout=10).pods)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.fail(f"the agent exited with {self.proc.returncode}")
+
+    def fail(self, why: str) -> None:
+        tail = self.log_path.read_text(errors="replace").splitlines()[-30:]
+        raise SystemExit(f"agent_pods: {why}; agent log (last lines):\n" + "\n".join(tail))
+
+    def agent_pids(self) -> list[int]:
+        """The agent and its descendants: today that is its fork server."""
+        assert self.proc is not None
+        agent = psutil.Process(self.proc.pid)
+        return [agent.pid, *(p.pid for p in agent.children(recursive=True))]
+
+    def shim_pids(self, pods: Iterable[Any]) -> list[int]:
+        """The shims of the pods' containers: the parents of the containers' inits.
+
+        A shim is forked by the agent's fork server, forks again and calls setsid,
+        so it is not the agent's descendant: it is re-parented to the nearest
+        subreaper (this bench, see ``main``) or to PID 1. Walking the agent's
+        process tree would miss every shim; instead each container's init PID comes
+        from the runtime's state (the container ID from ListPods), and the shim is
+        that init's parent, as the shim is a child subreaper that forks the init.
+        """
+        rt, shims = self.runtime, []
+        for pod in pods:
+            for cs in pod.status.container_statuses:
+                init = rt.state(cs.container_id.removeprefix("podium://")).pid
+                shim = psutil.Process(init).ppid()
+                self.seen_pids.update((init, shim))
+                shims.append(shim)
+        return shims
+
+
+def pss(pids: Iterable[int]) -> int:
+    return sum(psutil.Process(pid).memory_full_info().pss for pid in pids)
+
+
+def write_manifest(directory: Path, name: str) -> None:
+    tmp = directory / f".{name}.yaml.tmp"  # hidden: the agent skips it
+    tmp.write_text(MANIFEST.format(name=name, image=IMAGE))
+    os.rename(tmp, directory / f"{name}.yaml")
+
+
+def start_pods(node: Node, n: int, timeout: float) -> tuple[dict[str, float], float, list[Any]]:
+    """Write n manifests, poll until all are Running; latencies (s), wall time, pods."""
+    names = [f"bench-{i:03d}" for i in range(n)]
+    appeared: dict[str, float] = {}
+    for name in names:
+        write_manifest(node.manifests, name)
+        appeared[name] = time.monotonic()
+    running: dict[str, float] = {}
+    pods: list[Any] = []
+    deadline = appeared[names[0]] + timeout
+    while len(running) < n:
+        time.sleep(POLL)
+        node.check_alive()
+        pods = node.list_pods()
+        now = time.monotonic()
+        for pod in pods:
+            if pod.status.phase == "Running" and pod.metadata.name not in running:
+                running[pod.metadata.name] = now
+        if now > deadline:
+            phases = statistics.multimode(p.status.phase for p in pods) if pods else []
+            node.fail(f"{len(running)}/{n} pods Running after {timeout:.0f} s "
+                      f"(most common phase: {phases})")
+    latency = {name: running[name] - appeared[name] for name in names}
+    return latency, max(running.values()) - appeared[names[0]], pods
+
+
+def remove_pods(node: Node, timeout: float) -> float:
+    began = time.monotonic()
+    for f in node.manifests.iterdir():
+        f.unlink()
+    while node.list_pods():
+        node.check_alive()
+        if time.monotonic() - began > timeout:
+            node.fail(f"pods still listed {timeout:.0f} s after their manifests went")
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+def cgroup_dirs() -> list[Path]:
+    """Every cgroup at or under CGROUP_PARENT, deepest first, in every hierarchy."""
+    found: list[Path] = []
+    for hierarchy in [CGROUP_ROOT, *CGROUP_ROOT.iterdir()]:
+        parent = hierarchy / CGROUP_PARENT
+        if parent.is_dir():
+            found.extend(Path(d) for d, _, _ in os.walk(parent))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def kill_pids(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def reap_children() -> None:
+    """Collect every exited child (shims re-parented to this subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def cleanup(node: Node) -> list[str]:
+    """Stop and remove everything; warnings for what had to be forced."""
+    warnings: list[str] = []
+    if node.channel is not None:
+        node.channel.close()
+    if node.proc is not None and node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            node.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            warnings.append("the agent ignored SIGTERM for 20 s: killed")
+            node.proc.kill()
+            node.proc.wait()
+    # Anything still alive of the pods, by PID: what was seen, and what the cgroups hold.
+    left = {pid for pid in node.seen_pids if psutil.pid_exists(pid)
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+    for d in cgroup_dirs():
+        procs = d / "cgroup.procs"
+        if procs.exists():
+            left.update(int(p) for p in procs.read_text().split())
+    if left:
+        warnings.append(f"killed {len(left)} processes left after the agent stopped")
+        kill_pids(left)
+        time.sleep(0.2)
+    reap_children()
+    rt = node.runtime
+    if (node.root / "runtime").is_dir():
+        for state in rt.containers():
+            warnings.append(f"container {state.id} left: force-deleted")
+            rt.delete(state.id, force=True)
+    netns_dir = node.root / "netns"
+    for name in os.listdir(netns_dir) if netns_dir.is_dir() else []:
+        warnings.append(f"pod network namespace {name} left: removed")
+        remove_netns(netns_dir / name)
+    remove_netns(node.netns)
+    for d in cgroup_dirs():
+        try:
+            d.rmdir()
+        except OSError as e:
+            warnings.append(f"could not remove cgroup {d}: {e.strerror}")
+    work = str(node.work)
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    for target in sorted((m for m in mounts if m.startswith(work)), key=len, reverse=True):
+        warnings.append(f"mount {target} left: unmounted")
+        subprocess.run(["umount", "-l", target], check=False)
+    shutil.rmtree(node.work, ignore_errors=True)
+    return warnings
+
+
+def report(n: int, latency: dict[str, float], wall: float, overhead: dict[str, float],
+           removal_s: float) -> None:
+    ms = [v * 1000 for v in latency.values()]
+    p50, p99 = statistics.median(ms), percentile(ms, 99)
+    per_pod = overhead["mib_per_pod"]
+    rows = [
+        ("pod start p50", f"{p50:.1f} ms", f"< {TARGETS['p50_ms']:.0f} ms",
+         p50 < TARGETS["p50_ms"]),
+        ("pod start p99", f"{p99:.1f} ms", f"< {TARGETS['p99_ms']:.0f} ms",
+         p99 < TARGETS["p99_ms"]),
+        ("pod start min / max", f"{min(ms):.1f} / {max(ms):.1f} ms", "", None),
+        ("pods/s (whole batch)", f"{n / wall:.1f}", "", None),
+        ("agent PSS before", f"{overhead['before_mib']:.1f} MiB", "", None),
+        ("agent PSS after", f"{overhead['agent_after_mib']:.1f} MiB", "", None),
+        ("shims PSS after", f"{overhead['shims_mib']:.1f} MiB", "", None),
+        ("overhead per pod", f"{per_pod:.2f} MiB", f"<= {TARGETS['mib_per_pod']:.0f} MiB",
+         per_pod <= TARGETS["mib_per_pod"]),
+        ("removal of all pods", f"{removal_s:.1f} s", "", None),
+    ]
+    print(f"podium-agent: {n} busybox pods started at once")
+    print(f"{'figure':<22} {'value':>18}  {'target':<10} met")
+    for name, value, target, met in rows:
+        print(f"{name:<22} {value:>18}  {target:<10} {'' if met is None else met}")
+    print(json.dumps({
+        "n": n,
+        "pod_start_p50_ms": round(p50, 1),
+        "pod_start_p99_ms": round(p99, 1),
+        "pods_per_s": round(n / wall, 1),
+        "overhead_mib_per_pod": round(per_pod, 3),
+        "p50_target_met": p50 < TARGETS["p50_ms"],
+        "p99_target_met": p99 < TARGETS["p99_ms"],
+        "overhead_target_met": per_pod <= TARGETS["mib_per_pod"],
+        "agent_pss_before_mib": round(overhead["before_mib"], 2),
+        "agent_pss_after_mib": round(overhead["agent_after_mib"], 2),
+        "shims_pss_mib": round(overhead["shims_mib"], 2),
+        "removal_s": round(removal_s, 2),
+    }))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="pods to start (default 100)")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="seconds to wait for the pods to run, and to go")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("agent_pods.py needs root (namespaces, cgroups, mounts)")
+    for tool in ("nsenter", "nft"):
+        if shutil.which(tool) is None:
+            sys.exit(f"agent_pods.py needs {tool}")
+    if cgroup_dirs():
+        sys.exit(f"cgroup {CGROUP_PARENT} exists already: another run, or a leftover")
+    import prctl
+
+    # Shims double-fork away from the agent; as a subreaper this process inherits
+    # them, so none can escape the cleanup below and their exits are collected here.
+    prctl.set_child_subreaper(1)
+    node = Node(Path(tempfile.mkdtemp(prefix="podium-bench-agent-")))
+    try:
+        node.prepare()
+        node.start()
+        before = pss(node.agent_pids())
+        latency, wall, pods = start_pods(node, args.n, args.timeout)
+        # overhead_pss: (agent + fork server + every shim) after, minus (agent + fork
+        # server) before, over N. PSS splits pages shared between processes (the shims
+        # are forked from the fork server, copy-on-write), so the sum counts each once.
+        shims = node.shim_pids(pods)
+        agent_after, shims_after = pss(node.agent_pids()), pss(shims)
+        overhead = {"before_mib": before / MIB, "agent_after_mib": agent_after / MIB,
+                    "shims_mib": shims_after / MIB,
+                    "mib_per_pod": (agent_after + shims_after - before) / MIB / args.n}
+        removal_s = remove_pods(node, args.timeout)
+    finally:
+        for warning in cleanup(node):
+            print(f"warning: {warning}", file=sys.stderr)
+    report(args.n, latency, wall, overhead, removal_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,8 +65,8 @@ class AgentConfig(NamedTuple):
     image_store: Path = DEFAULT_IMAGE_STORE
     nft_table: str = "podium"
     veth_prefix: str = "pd"
-    period: float = 0.2  # seconds between loop steps
-    manifest_poll: float = 0.5  # seconds between scans of the manifest directory
+    period: float = 0.1  # seconds between loop steps
+    manifest_poll: float = 0.1  # seconds between scans of the manifest directory (a few stats)
 
 
 class Agent:

@@ -98,6 +98,9 @@ class PodLoop:
         for entry in entries:
             if not entry.terminating:
                 self._sync(entry)
+                # Each pod's status is shown as soon as it is known, not after the
+                # whole batch: a burst of new pods must not wait for the slowest.
+                self._publish_one(entry)
         self._publish()
         self.last_step = self.clock()
 
@@ -182,6 +185,14 @@ class PodLoop:
             status.CopyFrom(entry.status)
             status.reason, status.message = "SyncError", str(e)
             entry.status = status
+
+    def _publish_one(self, entry: _Entry) -> None:
+        pod = pod_pb2.Pod()
+        pod.CopyFrom(entry.pod)
+        pod.status.CopyFrom(entry.status)
+        view = dict(self._view)  # readers hold the old dict: never change it in place
+        view[entry.pod.metadata.uid] = pod
+        self._view = view
 
     def _publish(self) -> None:
         view: dict[str, pod_pb2.Pod] = {}

@@ -52,6 +52,7 @@ from proto.podium.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 from runtime.api import Runtime  # noqa: E402
 from runtime.images import ImageStore, import_rootfs  # noqa: E402
 from runtime.images.bases import busybox_rootfs  # noqa: E402
+from runtime.processes import reap_children  # noqa: E402
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "podium-bench-agent"
@@ -254,15 +255,6 @@ def kill_pids(pids: Iterable[int]) -> None:
             pass
 
 
-def reap_children() -> None:
-    """Collect every exited child (shims re-parented to this subreaper)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def cleanup(node: Node) -> list[str]:

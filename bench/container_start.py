@@ -256,15 +256,6 @@ def delete_leftovers(tmp: Path, lib: InProcess | None, tools: dict[str, str]) ->
         remove_cgroups(Path(path).name)
 
 
-def reap_orphans() -> None:
-    """As a subreaper we inherit any orphan of the tools; collect them between runs."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 # -- figures ---------------------------------------------------------------------
@@ -308,6 +299,7 @@ def main() -> int:
     import prctl
 
     from runtime.api import Runtime
+    from runtime.processes import reap_children
     from runtime.spec import convert
 
     hugetlb = free_hugetlb()
@@ -370,12 +362,12 @@ def main() -> int:
                 for i in range(-args.warmup, count):
                     serial += 1
                     way.once(serial, timed=i >= 0)
-                    reap_orphans()
+                    reap_children()
             done += count
             print(f"  ... {done} / {args.n}", file=sys.stderr)
     finally:
         delete_leftovers(tmp, lib, tools)
-        reap_orphans()
+        reap_children()
         for hierarchy in CGROUP_ROOT.iterdir():
             if (hierarchy / CGROUP_PARENT).is_dir():
                 remove_cgroups(CGROUP_PARENT)

@@ -35,3 +35,15 @@ def wait_gone(pid: int, start_time: int, timeout: float) -> bool:
         time.sleep(0.002)
     reap(pid, block=False)
     return True
+
+
+def reap_children() -> None:
+    """Collect every child that has exited, without waiting: what a subreaper owes the
+    orphans re-parented to it."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

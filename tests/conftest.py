@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.processes import reap_children
 from tests.support.busybox import make_rootfs
 from tests.support.leaks import Snapshot, session_cgroup_parent
 
@@ -48,14 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
         prctl.set_child_subreaper(1)
 
 
-def _reap_children() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 @pytest.fixture
@@ -76,7 +69,7 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     deadline = time.monotonic() + 3.0
     while True:
-        _reap_children()
+        reap_children()
         problems = Snapshot.take(markers).leaked_since(before)
         if not problems or time.monotonic() > deadline:
             break
@@ -95,7 +88,7 @@ def _kill_leaked(before: Snapshot) -> None:
         except ProcessLookupError:
             pass
     time.sleep(0.1)
-    _reap_children()
+    reap_children()
 
 
 @pytest.fixture(scope="session")

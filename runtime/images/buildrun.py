@@ -27,9 +27,9 @@ from typing import NamedTuple
 from runtime.api import Runtime
 from runtime.processes import reap
 from runtime.spec.model import (
+    DEFAULT_MOUNTS,
     Capabilities,
     ContainerConfig,
-    Mount,
     Namespace,
     Overlay,
     Process,
@@ -41,15 +41,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 TAIL_LINES = 10
 
 # What a build container mounts: runc's default set.
-BUILD_MOUNTS = (
-    Mount("/proc", "proc", "proc"),
-    Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
-    Mount("/dev/pts", "devpts", "devpts",
-          ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-    Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
-    Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-    Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
-)
+BUILD_MOUNTS = DEFAULT_MOUNTS
 # Mount points the runtime makes in an image that lacks them; not the step's doing.
 MOUNT_POINTS = ("proc", "sys", "dev")
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.spec.model import DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from runtime.spec.model import (
+    DEFAULT_CAPABILITIES,
+    DEFAULT_MASKED_PATHS,
+    DEFAULT_MOUNTS,
+    DEFAULT_READONLY_PATHS,
+)
 
 OCI_VERSION = "1.2.0"
 
@@ -27,18 +32,9 @@ def default_config(args: list[str] | None = None, terminal: bool = False) -> dic
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "podium",
         "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
-                         "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": m.destination, "type": m.type, "source": m.source}
+            | ({"options": list(m.options)} if m.options else {})
+            for m in DEFAULT_MOUNTS
         ],
         "linux": {
             "resources": {},

@@ -237,6 +237,19 @@ class Seccomp(NamedTuple):
     syscalls: tuple[SeccompSyscall, ...] = ()
 
 
+# runc's default mounts, as `podium-runtime spec` writes them and as containers built
+# in code (image builds, the agent's pods) get them.
+DEFAULT_MOUNTS: tuple[Mount, ...] = (
+    Mount("/proc", "proc", "proc"),
+    Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+    Mount("/dev/pts", "devpts", "devpts",
+          ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
+    Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+    Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
+    Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
+)
+
+
 class ContainerConfig(NamedTuple):
     oci_version: str
     process: Process

@@ -1,7 +1,8 @@
 """The real implementations of the pod worker's seams (``agent.pods.interfaces``).
 
     RuntimeContainers   containers through the runtime: shims from the fork server,
-                        exits from the shims' records, kill and delete
+                        exits from the shims' records, kill and delete, and processes
+                        exec'd into them (probes) through the fork server too
     StoreImages         the node's image store: layers, config, USER lookup, holders
     HostVolumes         emptyDir directories, tmpfs for medium Memory, hostPath checks
 
@@ -25,8 +26,9 @@ from runtime.spec.model import ContainerConfig, User
 
 if TYPE_CHECKING:
     from runtime.api import Runtime
-    from runtime.forkserver import ShimRequest
+    from runtime.forkserver import ForkServer, ShimRequest
     from runtime.images import ImageStore
+    from runtime.spec.model import Process
     from runtime.state import State
 
 EMPTY_DIR_MODE = 0o777  # as the kubelet makes them: any container user may write
@@ -37,12 +39,20 @@ class RuntimeContainers:
 
     ``spawn`` is ``ForkServer.spawn_shim`` in the agent (it runs gRPC threads and must
     never fork itself); without it, shims are forked from this process, which is only
-    safe while it runs a single thread (tests, tools).
+    safe while it runs a single thread (tests, tools). Exec probes go through the
+    same fork server: ``forkserver``, or the one ``spawn`` belongs to.
     """
 
-    def __init__(self, rt: Runtime, spawn: Callable[[ShimRequest], State] | None = None) -> None:
+    def __init__(self, rt: Runtime, spawn: Callable[[ShimRequest], State] | None = None,
+                 forkserver: ForkServer | None = None) -> None:
         self.rt = rt
         self.spawn = spawn
+        if forkserver is None and spawn is not None:
+            from runtime.forkserver import ForkServer
+
+            owner = getattr(spawn, "__self__", None)
+            forkserver = owner if isinstance(owner, ForkServer) else None
+        self.forkserver = forkserver
 
     def start(self, container_id: str, config: ContainerConfig, log_path: Path) -> int:
         if self.spawn is not None:
@@ -55,6 +65,17 @@ class RuntimeContainers:
 
             state = spawn_shim(self.rt, container_id, config=config, log_path=log_path)
         return state.pid
+
+    def exec_in_container(self, container_id: str, process: Process, timeout: float) -> int:
+        """Run ``process`` in the container, at most ``timeout`` seconds (then killed:
+        TimeoutError); its exit code."""
+        if self.forkserver is not None:
+            return self.forkserver.exec_and_wait(self.rt.store.root, self.rt.cgroup_parent,
+                                                 container_id, process, timeout)
+        # No fork server: fork here, which a single-threaded subreaper caller may do.
+        from agent.pods.probe_runners import runtime_exec
+
+        return runtime_exec(self.rt, container_id, process)(process.args, timeout)
 
     def exit_info(self, container_id: str) -> ExitInfo | None:
         from runtime.shim import exit_record

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agent.pods.errors import PodSpecError
+from agent.pods.probes import container_probes
 from agent.pods.quantity import QuantityError, parse_bytes, parse_milli_cpu
 from proto.podium.v1 import pod_pb2
 from runtime.spec.model import (
     DEFAULT_CAPABILITIES,
+    DEFAULT_MOUNTS,
     Capabilities,
     ContainerConfig,
     Cpu,
@@ -45,16 +47,6 @@ MIN_QUOTA_US = 1000  # the kernel refuses less
 MIN_SHARES, MAX_SHARES = 2, 262_144
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# runc's default mounts, as `podium-runtime spec` writes them.
-DEFAULT_MOUNTS: tuple[Mount, ...] = (
-    Mount("/proc", "proc", "proc"),
-    Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
-    Mount("/dev/pts", "devpts", "devpts",
-          ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-    Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
-    Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-    Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
-)
 POD_FILES = ("hosts", "hostname", "resolv.conf")  # bind-mounted on /etc/<name>
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a DNS label, as Kubernetes wants
@@ -171,6 +163,7 @@ def validate_pod(pod: pod_pb2.Pod, pod_dir: Path) -> dict[str, VolumeSource]:
         container_resources(container, where)
         container_mounts(container, volumes, where)
         _security(pod, container, where)
+        container_probes(container, where)
     return volumes
 
 

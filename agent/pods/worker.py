@@ -13,6 +13,20 @@ The agent keeps one worker per pod and calls its steps in order, never two at on
 loop over all pods) decides how often to look. Time comes from the injected clock
 (monotonic seconds) and wall clock, so the unit tests drive both by hand.
 
+Probes (``agent.pods.probes``): each container run gets a fresh ``ProbeSet``; ``sync``
+runs the probes that are due, there and then, each bounded by its own
+``timeoutSeconds`` (so one step takes at most the sum of the due probes' timeouts,
+usually one second each; probes are rare next to the loop's period, and a thread per
+pod keeps one pod's slow probe from holding up another). A failed liveness or startup
+probe sends SIGTERM and, one grace period later (the probe's, else the pod's), SIGKILL
+— without waiting in ``sync`` — and the restart policy and back-off take it from
+there; the run's last state says ``Error`` with the probe's message. A container is
+ready while it runs and its readiness probe (if any) passes; the pod is Ready when all
+of its containers are.
+
+hostPorts: published on the node's NAT table (``host_ports``) once the sandbox is
+made, before any container starts, and unpublished on terminate.
+
 A pod's files, under ``<pods_dir>/<uid>/``:
 
     network/                        hosts, hostname, resolv.conf (``agent.network``)
@@ -31,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -45,18 +60,46 @@ from agent.pods.interfaces import (
     SandboxInfo,
     VolumeHost,
 )
-from agent.pods.spec import SandboxFacts, VolumeSource, container_config, pod_cgroup, validate_pod
+from agent.pods.probe_runners import ProbeRunner
+from agent.pods.probes import ProbeSet
+from agent.pods.spec import (
+    ImageFacts,
+    SandboxFacts,
+    VolumeSource,
+    container_config,
+    pod_cgroup,
+    validate_pod,
+)
 from proto.podium.v1 import pod_pb2
 from runtime.errors import RuntimeError_
-from runtime.spec.model import Mount
+from runtime.spec.model import ContainerConfig, Mount, Process
 
 DEFAULT_GRACE = 30.0
 EXIT_WAIT = 10.0  # how long terminate waits for a SIGKILLed container's record
 
 
+# (container id, process, timeout) → exit code; TimeoutError once it had to be killed.
+ContainerExec = Callable[[str, Process, float], int]
+
+
+class HostPorts(Protocol):
+    """The node's hostPort publisher: ``agent.network.NatTable`` is one."""
+
+    def publish(self, pod_ip: str, container_port: int, host_port: int,
+                protocol: str) -> object: ...
+    def unpublish(self, pod_ip: str, container_port: int, host_port: int,
+                  protocol: str) -> object: ...
+
+
 @dataclass
 class WorkerDeps:
-    """Everything a worker touches outside itself."""
+    """Everything a worker touches outside itself.
+
+    ``exec_in_container`` (exec probes) and ``host_ports`` default to what the real
+    containers (``RuntimeContainers.exec_in_container``) and sandbox
+    (``PodNetwork.nat``) offer; without them exec probes are unknown and a pod that
+    asks for a hostPort cannot start.
+    """
 
     sandbox: Sandbox
     containers: ContainerStarter
@@ -68,6 +111,14 @@ class WorkerDeps:
     wall: Callable[[], datetime] = lambda: datetime.now(UTC)
     sleep: Callable[[float], None] = time.sleep
     host_ip: str = ""
+    exec_in_container: ContainerExec | None = None
+    host_ports: HostPorts | None = None
+
+    def __post_init__(self) -> None:
+        if self.exec_in_container is None:
+            self.exec_in_container = getattr(self.containers, "exec_in_container", None)
+        if self.host_ports is None:
+            self.host_ports = getattr(self.sandbox, "nat", None)
 
 
 @dataclass
@@ -80,6 +131,10 @@ class _Run:
     started_at: datetime
     exit: ExitInfo | None = None
     finished_at: datetime | None = None
+    probes: ProbeSet | None = None
+    process: Process | None = None  # exec probes run as this (user, env, cwd)
+    probe_failure: str = ""  # why a probe had it killed, for lastState's message
+    kill_at: float | None = None  # clock: SIGKILL then, if the SIGTERM did not end it
 
 
 @dataclass
@@ -106,6 +161,8 @@ class PodWorker:
         self.containers = [_Container(c.name, i) for i, c in enumerate(pod.spec.containers)]
         self.volumes: dict[str, VolumeSource] = {}
         self.sandbox_ready = False
+        self.ports_ready = False
+        self.published: list[tuple[str, int, int, str]] = []  # (ip, port, hostPort, proto)
         self.volumes_ready = False
         self.pod_ip = ""
         self.netns: Path | None = None
@@ -155,6 +212,9 @@ class PodWorker:
                     info = self.deps.sandbox.setup(self.uid, self.pod.metadata.name)
                     self.pod_ip, self.netns, self.files = str(info.ip), info.netns, info.files
                 self.sandbox_ready = True
+            if not self.ports_ready:
+                self._publish_ports()
+                self.ports_ready = True
             if not self.volumes_ready:
                 for volume in self.volumes.values():
                     self.deps.volumes.prepare(volume)
@@ -173,6 +233,7 @@ class PodWorker:
         if run is not None and run.exit is None:
             info = self.deps.containers.exit_info(run.container_id)
             if info is None:
+                self._probe(c, run)
                 return  # still running
             self._ended(c, run, info)
         if c.run is not None and c.run.exit is not None:
@@ -233,8 +294,105 @@ class PodWorker:
             c.last = c.run
             c.restarts += 1
         c.attempts = attempt
-        c.run = _Run(container_id, attempt, self.deps.clock(), self.deps.wall())
+        now = self.deps.clock()
+        c.run = _Run(container_id, attempt, now, self.deps.wall(),
+                     probes=ProbeSet.for_container(spec, f"spec.containers[{c.index}]", now),
+                     process=config.process)
         c.waiting_reason = c.waiting_message = ""
+
+    # --- probes -------------------------------------------------------------------
+
+    def _probe(self, c: _Container, run: _Run) -> None:
+        """Run the run's due probes; on a liveness/startup failure, stop the run."""
+        now = self.deps.clock()
+        if run.kill_at is not None:
+            if now >= run.kill_at:
+                run.kill_at = None  # one SIGKILL; the next syncs wait for its exit
+                self._signal(run, signal.SIGKILL, all_processes=True)
+            return
+        probes = run.probes
+        if probes is None or run.probe_failure or not probes.due(now):
+            return
+        runner = ProbeRunner(self.pod_ip, self._exec_for(c, run))
+        changes = probes.tick(now, runner, self.deps.clock)
+        if not changes.restart:
+            return
+        run.probe_failure = changes.restart_message
+        grace = changes.grace_period
+        if grace is None:
+            grace = self._pod_grace()
+        self._signal(run, signal.SIGTERM, all_processes=False)
+        run.kill_at = self.deps.clock() + grace
+
+    def _exec_for(self, c: _Container, run: _Run) -> Callable[[tuple[str, ...], float], int] | None:
+        run_exec = self.deps.exec_in_container
+        if run_exec is None:
+            return None
+        if run.process is None:  # an adopted run: its process is rebuilt from the spec
+            config = self._rebuild_config(c, run)
+            if config is None:
+                return None
+            run.process = config.process
+        template = run.process
+
+        def exec_in(args: tuple[str, ...], timeout: float) -> int:
+            process = template._replace(args=args, terminal=False)
+            return run_exec(run.container_id, process, timeout)
+
+        return exec_in
+
+    def _rebuild_config(self, c: _Container, run: _Run) -> ContainerConfig | None:
+        spec = self.pod.spec.containers[c.index]
+        try:
+            image: ImageFacts = self.deps.images.facts(spec.image)
+            sandbox = SandboxFacts(pod_dir=self.pod_dir, netns=self.netns, files=self.files,
+                                   cgroup_parent=self.deps.cgroup_parent, volumes=self.volumes)
+            return container_config(self.pod, c.index, image, sandbox,
+                                    self._instance_dir(c.name, run.attempt),
+                                    lambda user: self.deps.images.lookup_user(image, user))
+        except (AgentError, RuntimeError_, OSError):
+            return None  # exec probes stay unknown for this run
+
+    def _signal(self, run: _Run, sig: int, all_processes: bool) -> None:
+        try:
+            self.deps.containers.signal(run.container_id, sig, all_processes)
+        except (RuntimeError_, OSError):
+            pass  # it ended meanwhile: the exit record says how
+
+    def _pod_grace(self) -> float:
+        spec = self.pod.spec
+        return (float(spec.termination_grace_period_seconds)
+                if spec.HasField("termination_grace_period_seconds") else DEFAULT_GRACE)
+
+    # --- hostPorts ------------------------------------------------------------------
+
+    def _publish_ports(self) -> None:
+        """Every container's hostPorts, or none: a failure unpublishes this round's."""
+        if self.pod.spec.host_network:
+            return  # the containers bind the node's ports themselves
+        wanted = [(self.pod_ip, port.container_port, port.host_port, port.protocol or "TCP")
+                  for container in self.pod.spec.containers for port in container.ports
+                  if port.host_port]
+        if not wanted:
+            return
+        table = self.deps.host_ports
+        if table is None:
+            raise PodError(f"pod {self.uid}: hostPort {wanted[0][2]}: no NAT table on "
+                           "this node to publish it")
+        try:
+            for mapping in wanted:
+                if mapping not in self.published:
+                    table.publish(*mapping)
+                    self.published.append(mapping)
+        except BaseException:
+            self._unpublish_ports()
+            raise
+
+    def _unpublish_ports(self) -> None:
+        table = self.deps.host_ports
+        while self.published and table is not None:
+            table.unpublish(*self.published[-1])
+            self.published.pop()
 
     def _make_sub_paths(self, mounts: tuple[Mount, ...]) -> None:
         """A volumeMount's subPath inside an emptyDir is made on first use (as kubelet)."""
@@ -283,7 +441,9 @@ class PodWorker:
                 continue
             attempt, container_id = newest[c.name]
             when = (started or {}).get(container_id) or self.deps.wall()
-            c.run = _Run(container_id, attempt, self.deps.clock(), when)
+            now = self.deps.clock()
+            c.run = _Run(container_id, attempt, now, when, probes=ProbeSet.for_container(
+                self.pod.spec.containers[c.index], f"spec.containers[{c.index}]", now))
             c.restarts = max(len(logs) - 1, 0)
             spec = self.pod.spec.containers[c.index]
             try:
@@ -307,9 +467,7 @@ class PodWorker:
         Every removal step runs even when one fails; the first failure is raised after.
         """
         if grace is None:
-            spec = self.pod.spec
-            grace = (float(spec.termination_grace_period_seconds)
-                     if spec.HasField("termination_grace_period_seconds") else DEFAULT_GRACE)
+            grace = self._pod_grace()
         running = [c for c in self.containers if c.run is not None and c.run.exit is None]
         self._signal_all(running, signal.SIGTERM, all_processes=False)
         self._wait_exits(running, grace)
@@ -337,13 +495,14 @@ class PodWorker:
                         pod_cgroup(self.deps.cgroup_parent, self.uid)))
         for volume in self.volumes.values():
             attempt(partial(self.deps.volumes.cleanup, volume))
+        attempt(self._unpublish_ports)
         if not self.pod.spec.host_network:
             attempt(lambda: self.deps.sandbox.teardown(self.uid))
         attempt(lambda: shutil.rmtree(self.pod_dir) if self.pod_dir.exists() else None)
         for c in self.containers:
             self.back_off.forget(self._key(c))
         self.terminated = True
-        self.sandbox_ready = self.volumes_ready = False
+        self.sandbox_ready = self.volumes_ready = self.ports_ready = False
         if failures:
             first = failures[0]
             raise PodError(f"pod {self.uid}: removing it failed: {first}") from first
@@ -352,10 +511,7 @@ class PodWorker:
     def _signal_all(self, containers: list[_Container], sig: int, all_processes: bool) -> None:
         for c in containers:
             assert c.run is not None
-            try:
-                self.deps.containers.signal(c.run.container_id, sig, all_processes)
-            except (RuntimeError_, OSError):
-                pass  # it ended meanwhile: the exit record says how
+            self._signal(c.run, sig, all_processes)
 
     def _wait_exits(self, containers: list[_Container], timeout: float) -> None:
         deadline = self.deps.clock() + timeout
@@ -384,8 +540,7 @@ class PodWorker:
         status.start_time.CopyFrom(_timestamp(self.start_time))
         for c in self.containers:
             status.container_statuses.append(self._container_status(c))
-        ready = bool(self.containers) and all(
-            cs.state.WhichOneof("state") == "running" for cs in status.container_statuses)
+        ready = bool(self.containers) and all(cs.ready for cs in status.container_statuses)
         for kind, value in (("PodScheduled", True), ("Initialized", True),
                             ("ContainersReady", ready), ("Ready", ready)):
             status.conditions.add(type=kind, status="True" if value else "False")
@@ -411,14 +566,17 @@ class PodWorker:
         run = c.run
         if run is not None:
             cs.container_id = f"podium://{run.container_id}"
-        cs.started = run is not None and run.exit is None
+        running = run is not None and run.exit is None
+        probes = run.probes if run is not None else None
+        cs.started = running and (probes is None or probes.started)
         previous = c.last
         if run is None:
             cs.state.waiting.reason = c.waiting_reason or "ContainerCreating"
             cs.state.waiting.message = c.waiting_message
         elif run.exit is None:
             cs.state.running.started_at.CopyFrom(_timestamp(run.started_at))
-            cs.ready = True
+            # Kubernetes: no readiness probe means ready once running (and started).
+            cs.ready = (probes is None or probes.ready) and not run.probe_failure
         elif c.done or self.terminated:
             cs.state.terminated.CopyFrom(_terminated(run))
         else:  # exited, to be started again (back-off, or the start failed)
@@ -450,13 +608,15 @@ def _terminated(run: _Run) -> pod_pb2.ContainerStateTerminated:
     assert info is not None
     if info.oom_killed:
         reason = "OOMKilled"
+    elif run.probe_failure:
+        reason = "Error"  # killed for it, however the process took the SIGTERM
     elif info.exit_code == 0:
         reason = "Completed"
     else:
         reason = "Error"
     state = pod_pb2.ContainerStateTerminated(
         exit_code=info.exit_code, signal=info.signal or 0, reason=reason,
-        container_id=f"podium://{run.container_id}")
+        container_id=f"podium://{run.container_id}", message=run.probe_failure)
     state.started_at.CopyFrom(_parse_time(info.started_at) or _timestamp(run.started_at))
     if run.finished_at is not None:
         state.finished_at.CopyFrom(_parse_time(info.finished_at)

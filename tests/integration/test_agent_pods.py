@@ -209,3 +209,102 @@ def test_bad_command_waits_with_create_container_error(node: Node) -> None:
     assert status.phase == "Pending"
     worker.terminate(grace=1)
     assert not node.rt.containers()
+
+
+def test_liveness_failure_restarts_and_readiness_toggles_ready(node: Node) -> None:
+    from runtime.spec.model import Process
+
+    pod = make_pod("pods-e", {
+        "name": "web", "image": IMAGE,
+        "command": ["sh", "-c", "touch /tmp/alive; mkdir -p /www; echo ok > /www/index.html; "
+                                "exec httpd -f -p 8080 -h /www"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]},
+                          "periodSeconds": 1, "failureThreshold": 1,
+                          "terminationGracePeriodSeconds": 1},
+        "readinessProbe": {"httpGet": {"port": {"strValue": "http"}, "path": "/ready"},
+                           "periodSeconds": 1, "failureThreshold": 1}},
+        terminationGracePeriodSeconds=1)
+    worker = PodWorker(pod, node.deps)
+
+    def sync_in_node() -> pod_pb2.PodStatus:
+        # The probes reach the pod's IP from the node, as the agent does.
+        return run_in_netns(node.netns, worker.sync)
+
+    def ready(s: pod_pb2.PodStatus) -> bool:
+        return {c.type: c.status for c in s.conditions}["Ready"] == "True"
+
+    def exec_in(run: int, *args: str) -> int:
+        return node.deps.containers.exec_in_container(  # type: ignore[attr-defined,no-any-return]
+            f"pods-e.web.{run}", Process(args=args), 5.0)
+
+    status = until(sync_in_node, lambda s: s.phase == "Running")
+    time.sleep(2.5)  # several probe periods: no /ready yet, so never ready
+    status = sync_in_node()
+    assert not ready(status) and not status.container_statuses[0].ready
+    assert exec_in(1, "touch", "/www/ready") == 0
+    status = until(sync_in_node, ready, timeout=10)
+    assert status.container_statuses[0].ready
+    assert exec_in(1, "rm", "/www/ready") == 0
+    until(sync_in_node, lambda s: not ready(s), timeout=10)
+
+    assert exec_in(1, "rm", "/tmp/alive") == 0
+    status = until(sync_in_node, lambda s: s.container_statuses[0].restart_count == 1
+                   and s.container_statuses[0].state.WhichOneof("state") == "running",
+                   timeout=20)
+    last = status.container_statuses[0].last_state.terminated
+    assert last.reason == "Error"
+    assert last.message.startswith("Liveness probe failed 1 times in a row: command "
+                                   "['test', '-f', '/tmp/alive'] exited with 1")
+    # The new run makes /tmp/alive again and keeps running; readiness starts over.
+    assert exec_in(2, "touch", "/www/ready") == 0
+    status = until(sync_in_node, ready, timeout=10)
+    time.sleep(2.5)
+    status = sync_in_node()
+    assert status.container_statuses[0].restart_count == 1
+    worker.terminate(grace=1)
+    assert not node.rt.containers()
+
+
+def until(step: Any, done: Any, timeout: float = 20.0) -> pod_pb2.PodStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = step()
+        if done(status):
+            return status  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"timed out; last status: {status}"
+        time.sleep(0.1)
+
+
+def test_host_port_is_published_with_the_pod_and_gone_after(node: Node) -> None:
+    import socket
+
+    pod = make_pod("pods-f", {
+        "name": "web", "image": IMAGE,
+        "command": ["sh", "-c", "mkdir -p /www; echo hello-hostport > /www/index.html; "
+                                "exec httpd -f -p 8080 -h /www"],
+        "ports": [{"containerPort": 8080, "hostPort": 18080}]},
+        terminationGracePeriodSeconds=1)
+    worker = PodWorker(pod, node.deps)
+    status = sync_until(worker, lambda s: s.phase == "Running")
+    published = [(str(m.pod_ip), m.container_port, m.host_port, m.protocol)
+                 for m in node.net.nat.published()]
+    assert published == [(status.pod_ip, 8080, 18080, "tcp")]
+
+    def get() -> bytes:
+        # To the node's own address (the bridge's), as a client on the node would.
+        with socket.create_connection((str(node.net.gateway.ip), 18080), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return b"".join(iter(lambda: s.recv(4096), b""))
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answer = run_in_netns(node.netns, get)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "hostPort 18080 never answered"
+            time.sleep(0.1)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello-hostport\n")
+    worker.terminate(grace=1)
+    assert node.net.nat.published() == []

@@ -354,3 +354,245 @@ def test_terminate_carries_on_after_a_failure(world: World) -> None:
         worker.terminate(0)
     assert world.containers.removed == ["u1.app.1"]
     assert not (world.deps.pods_dir / "u1").exists()
+
+
+# --- probes -------------------------------------------------------------------------
+
+
+@dataclass
+class FakeExec:
+    """Exec probes: ``codes[args[-1]]`` is the exit code (0 if not given)."""
+
+    codes: dict[str, int] = field(default_factory=dict)
+    calls: list[tuple[str, tuple[str, ...], float, int]] = field(default_factory=list)
+
+    def __call__(self, container_id: str, process: Any, timeout: float) -> int:
+        self.calls.append((container_id, process.args, timeout, process.user.uid))
+        code = self.codes.get(process.args[-1], 0)
+        if code < 0:
+            raise TimeoutError("still running")
+        return code
+
+
+def probe_pod(**container: Any) -> pod_pb2.Pod:
+    return make_pod(containers=[{"name": "app", "image": "busybox", **container}])
+
+
+def conditions(status: pod_pb2.PodStatus) -> dict[str, str]:
+    return {c.type: c.status for c in status.conditions}
+
+
+def test_liveness_failure_kills_and_restarts_the_container(world: World) -> None:
+    run_exec = FakeExec()
+    world.deps.exec_in_container = run_exec
+    pod = probe_pod(livenessProbe={"exec": {"command": ["test", "-f", "/tmp/alive"]},
+                                   "periodSeconds": 5, "failureThreshold": 2})
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    assert not run_exec.calls  # the sync that starts a container probes it next time
+    worker.sync()
+    assert run_exec.calls == [("u1.app.1", ("test", "-f", "/tmp/alive"), 1.0, 0)]
+    run_exec.codes["/tmp/alive"] = 1
+    world.clock.now += 5
+    worker.sync()
+    assert not world.containers.signals  # one failure is below the threshold
+    world.clock.now += 5
+    status = worker.sync()
+    assert world.containers.signals == [("u1.app.1", signal.SIGTERM)]
+    assert len(run_exec.calls) == 3
+    assert not status.container_statuses[0].ready
+    assert conditions(status)["Ready"] == "False"
+    world.containers.exits["u1.app.1"] = ExitInfo(0)  # it took the SIGTERM well
+    run_exec.codes.clear()
+    status = worker.sync()
+    assert world.containers.started == ["u1.app.1", "u1.app.2"]  # the first restart: at once
+    cs = status.container_statuses[0]
+    assert cs.restart_count == 1 and state(status) == "running"
+    assert cs.last_state.terminated.reason == "Error"
+    assert cs.last_state.terminated.message == (
+        "Liveness probe failed 2 times in a row: command ['test', '-f', '/tmp/alive'] "
+        "exited with 1")
+    # The new run has fresh probes: its first is due at once, and passes.
+    worker.sync()
+    assert run_exec.calls[-1][0] == "u1.app.2"
+    assert not world.containers.signals[1:]
+
+
+def test_probe_kill_escalates_after_the_probes_grace(world: World) -> None:
+    world.containers.ignore_term = True
+    run_exec = FakeExec({"check": 1})
+    world.deps.exec_in_container = run_exec
+    pod = probe_pod(livenessProbe={"exec": {"command": ["check"]}, "failureThreshold": 1,
+                                   "terminationGracePeriodSeconds": 4})
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    worker.sync()
+    assert world.containers.signals == [("u1.app.1", signal.SIGTERM)]
+    world.clock.now += 3
+    worker.sync()  # no waiting in sync, no SIGKILL yet
+    assert len(world.containers.signals) == 1 and len(run_exec.calls) == 1
+    world.clock.now += 1
+    worker.sync()
+    assert world.containers.signals[-1] == ("u1.app.1", signal.SIGKILL)
+    status = worker.sync()
+    cs = status.container_statuses[0]
+    assert cs.restart_count == 1 and cs.last_state.terminated.exit_code == 137
+    assert cs.last_state.terminated.reason == "Error"
+
+
+def test_probe_failure_with_restart_policy_never_stays_down(world: World) -> None:
+    world.deps.exec_in_container = FakeExec({"check": 1})
+    pod = make_pod(restartPolicy="Never", containers=[
+        {"name": "app", "image": "busybox",
+         "livenessProbe": {"exec": {"command": ["check"]}, "failureThreshold": 1}}])
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    worker.sync()
+    status = worker.sync()
+    assert state(status) == "terminated" and status.phase == "Failed"
+    assert "Liveness probe failed" in status.container_statuses[0].state.terminated.message
+
+
+def test_readiness_sets_ready_and_the_pod_conditions(world: World) -> None:
+    run_exec = FakeExec({"ready": 1})
+    world.deps.exec_in_container = run_exec
+    pod = make_pod(containers=[
+        {"name": "app", "image": "busybox",
+         "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 2,
+                            "failureThreshold": 2}},
+        {"name": "side", "image": "busybox"}])
+    worker = PodWorker(pod, world.deps)
+    status = worker.sync()
+    app, side = status.container_statuses
+    assert not app.ready and side.ready  # no readiness probe: ready once running
+    assert conditions(status)["Ready"] == "False"
+    assert conditions(status)["ContainersReady"] == "False"
+    run_exec.codes["ready"] = 0
+    world.clock.now += 2
+    status = worker.sync()
+    assert status.container_statuses[0].ready
+    assert conditions(status)["Ready"] == conditions(status)["ContainersReady"] == "True"
+    run_exec.codes["ready"] = 1
+    world.clock.now += 2
+    assert conditions(worker.sync())["Ready"] == "True"  # below the failure threshold
+    world.clock.now += 2
+    status = worker.sync()
+    assert conditions(status)["Ready"] == "False" and not status.container_statuses[0].ready
+    assert not world.containers.signals  # readiness never restarts
+    world.clock.now += 1
+    worker.sync()
+    assert len(run_exec.calls) == 3  # not due again before its period
+
+
+def test_startup_probe_gates_started_and_ready(world: World) -> None:
+    run_exec = FakeExec({"up": 1})
+    world.deps.exec_in_container = run_exec
+    pod = probe_pod(startupProbe={"exec": {"command": ["up"]}, "periodSeconds": 1,
+                                  "failureThreshold": 5},
+                    livenessProbe={"exec": {"command": ["live"]}})
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    cs = worker.sync().container_statuses[0]
+    assert not cs.started and not cs.ready
+    assert [c[1] for c in run_exec.calls] == [("up",)]  # liveness waits for startup
+    run_exec.codes["up"] = 0
+    world.clock.now += 1
+    cs = worker.sync().container_statuses[0]
+    assert cs.started and cs.ready
+    assert [c[1] for c in run_exec.calls] == [("up",), ("up",), ("live",)]
+
+
+def test_exec_probes_without_an_exec_change_nothing(world: World) -> None:
+    pod = probe_pod(livenessProbe={"exec": {"command": ["check"]}, "failureThreshold": 1})
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    world.clock.now += 30
+    worker.sync()
+    assert not world.containers.signals
+
+
+def test_bad_probe_fails_the_pod_early(world: World) -> None:
+    pod = probe_pod(livenessProbe={"httpGet": {"port": {"strValue": "web"}}})
+    status = PodWorker(pod, world.deps).sync()
+    assert status.phase == "Failed" and status.reason == "Invalid"
+    assert status.message == ('spec.containers[0].livenessProbe.httpGet.port: '
+                              'the container has no TCP port named "web"')
+    assert not world.sandbox.made
+
+
+def test_adopted_run_gets_probes(world: World) -> None:
+    run_exec = FakeExec({"ready": 0})
+    world.deps.exec_in_container = run_exec
+    pod = probe_pod(readinessProbe={"exec": {"command": ["ready"]}})
+    worker = PodWorker(pod, world.deps)
+    worker.adopt(Info(Path("/netns/u1"), Path("/pods/u1/network"), IPv4Address("10.88.0.5")),
+                 ["u1.app.3"])
+    status = worker.sync()
+    assert run_exec.calls[0][:2] == ("u1.app.3", ("ready",))
+    assert status.container_statuses[0].ready
+
+
+# --- hostPorts ----------------------------------------------------------------------
+
+
+@dataclass
+class FakeNat:
+    published: list[tuple[str, int, int, str]] = field(default_factory=list)
+    taken: set[int] = field(default_factory=set)
+
+    def publish(self, pod_ip: str, container_port: int, host_port: int,
+                protocol: str) -> None:
+        if host_port in self.taken:
+            raise NetworkError(f"hostPort tcp/{host_port}: already published")
+        self.published.append((pod_ip, container_port, host_port, protocol))
+
+    def unpublish(self, pod_ip: str, container_port: int, host_port: int,
+                  protocol: str) -> None:
+        self.published.remove((pod_ip, container_port, host_port, protocol))
+
+
+def test_host_ports_are_published_with_the_sandbox_and_removed_on_terminate(
+        world: World) -> None:
+    nat = FakeNat()
+    world.deps.host_ports = nat
+    pod = make_pod(containers=[
+        {"name": "a", "image": "i", "ports": [{"containerPort": 80, "hostPort": 8080},
+                                              {"containerPort": 81}]},
+        {"name": "b", "image": "i", "ports": [{"containerPort": 53, "hostPort": 5353,
+                                               "protocol": "UDP"}]}])
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    worker.sync()
+    assert nat.published == [("10.88.0.5", 80, 8080, "TCP"), ("10.88.0.5", 53, 5353, "UDP")]
+    worker.terminate(0)
+    assert nat.published == [] and world.sandbox.torn == ["u1"]
+
+
+def test_host_port_conflict_starts_nothing_and_is_retried(world: World) -> None:
+    nat = FakeNat(taken={8081})
+    world.deps.host_ports = nat
+    pod = make_pod(containers=[{"name": "a", "image": "i", "ports": [
+        {"containerPort": 80, "hostPort": 8080}, {"containerPort": 81, "hostPort": 8081}]}])
+    worker = PodWorker(pod, world.deps)
+    status = worker.sync()
+    assert status.phase == "Pending" and "hostPort tcp/8081" in status.message
+    assert nat.published == [] and not world.containers.started  # none half made
+    nat.taken.clear()
+    status = worker.sync()
+    assert status.phase == "Running" and len(nat.published) == 2
+
+
+def test_host_ports_without_a_nat_table_are_an_error(world: World) -> None:
+    pod = make_pod(containers=[{"name": "a", "image": "i", "ports": [
+        {"containerPort": 80, "hostPort": 8080}]}])
+    status = PodWorker(pod, world.deps).sync()
+    assert "hostPort 8080: no NAT table" in status.message and status.phase == "Pending"
+
+
+def test_host_network_publishes_nothing(world: World) -> None:
+    nat = FakeNat()
+    world.deps.host_ports = nat
+    pod = make_pod(hostNetwork=True, containers=[{"name": "a", "image": "i", "ports": [
+        {"containerPort": 80, "hostPort": 80}]}])
+    assert PodWorker(pod, world.deps).sync().phase == "Running"
+    assert nat.published == []

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import pickle
 import select
-import signal
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from runtime.errors import RuntimeError_, SetupError
+from runtime.processes import exit_code, reap_children, wait_with_timeout
 from runtime.spec.model import ContainerConfig, Process
 from runtime.state import State
 
@@ -151,7 +151,7 @@ def _serve(sock: socket.socket) -> None:
                 sock.send(pickle.dumps(_spawn(request)))
     finally:
         for pid in helpers:  # each ends within its request's timeout
-            _wait_pid(pid)
+            exit_code(pid)
 
 
 def _spawn(request: ShimRequest) -> object:
@@ -218,55 +218,11 @@ def _exec_helper(request: ExecRequest) -> object:
     except BaseException as e:  # noqa: BLE001 - the caller gets every failure
         return e
     try:
-        return _wait_with_timeout(pid, request.timeout)
+        return wait_with_timeout(pid, request.timeout)
     except TimeoutError as e:
         return e
     finally:
-        _reap_all()
-
-
-def _wait_with_timeout(pid: int, timeout: float) -> int:
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        pidfd = -1  # it ended already and waits to be reaped
-    try:
-        if pidfd >= 0 and not select.select([pidfd], [], [], timeout)[0]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _wait_pid(pid)
-            raise TimeoutError(f"process {pid} still running after {timeout:g}s: killed")
-    finally:
-        if pidfd >= 0:
-            os.close(pidfd)
-    return _wait_pid(pid)
-
-
-def _wait_pid(pid: int) -> int:
-    """Reap ``pid``; its exit code, 128+n for signal n (-1 if it was not ours)."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return -1
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        return os.WEXITSTATUS(status)
-
-
-def _reap_all() -> None:
-    """Reap whatever was re-parented to this subreaper and has ended."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+        reap_children()
 
 
 def _reap_ended(helpers: set[int]) -> None:

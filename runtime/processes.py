@@ -47,3 +47,40 @@ def reap_children() -> None:
             return
         if pid == 0:
             return
+
+
+def exit_code(pid: int) -> int:
+    """Reap ``pid`` (blocking) and return its exit code, 128+n for signal n; -1 when
+    it is not this process's child to reap."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return -1
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+
+def wait_with_timeout(pid: int, timeout: float) -> int:
+    """``exit_code`` of a child, waiting at most ``timeout`` seconds; after that the
+    child is killed, reaped, and TimeoutError raised. A pidfd makes the wait a select
+    with a timeout instead of a polling loop."""
+    import select
+    import signal
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        pidfd = -1  # it ended already and waits to be reaped
+    try:
+        if pidfd >= 0 and not select.select([pidfd], [], [], timeout)[0]:
+            signal_pid(pid, signal.SIGKILL)
+            exit_code(pid)
+            raise TimeoutError(f"process {pid} still running after {timeout:g}s: killed")
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    return exit_code(pid)

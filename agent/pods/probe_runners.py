@@ -18,17 +18,16 @@ counts as success; HTTPS does not verify the certificate.
 from __future__ import annotations
 
 import enum
-import errno
 import http.client
 import os
-import select
-import signal
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urljoin, urlsplit
+
+from runtime.processes import wait_with_timeout
 
 if TYPE_CHECKING:
     from runtime.api import Runtime
@@ -220,37 +219,3 @@ def runtime_exec(rt: Runtime, container_id: str, template: Process) -> ExecInCon
         return wait_with_timeout(pid, timeout)
 
     return run
-
-
-def wait_with_timeout(pid: int, timeout: float) -> int:
-    """Reap ``pid`` and return its exit code (128+n for signal n); after ``timeout``
-    seconds kill it, reap it and raise TimeoutError."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        pidfd = -1  # already gone, waiting to be reaped
-    try:
-        if pidfd >= 0 and not select.select([pidfd], [], [], timeout)[0]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _reap(pid)
-            raise TimeoutError(f"process {pid} still running after {timeout:g}s")
-    finally:
-        if pidfd >= 0:
-            os.close(pidfd)
-    return _reap(pid)
-
-
-def _reap(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError as e:
-            raise OSError(errno.ECHILD, f"process {pid} is not this process' to reap") from e
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        return os.WEXITSTATUS(status)

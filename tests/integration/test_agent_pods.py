@@ -117,7 +117,9 @@ def test_two_containers_share_an_empty_dir_and_localhost(node: Node) -> None:
          "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
         {"name": "client", "image": IMAGE, "command": ["sh", "-c",
          'until out=$(nc 127.0.0.1 8080 </dev/null) && [ -n "$out" ]; do sleep 0.1; done; '
-         'echo "got $out"; cat /shared/file; hostname; cat /mem/size; sleep 600'],
+         'echo "got $out"; cat /shared/file; hostname; '
+         # The test writes /mem/size from the node once the pod runs: wait for it.
+         'until [ -f /mem/size ]; do sleep 0.1; done; cat /mem/size; sleep 600'],
          "volumeMounts": [{"name": "shared", "mountPath": "/shared", "readOnly": True},
                           {"name": "mem", "mountPath": "/mem"}],
          "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}}},
@@ -125,6 +127,24 @@ def test_two_containers_share_an_empty_dir_and_localhost(node: Node) -> None:
                  {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
     )
     worker = PodWorker(pod, node.deps)
+    try:
+        _check_shared_pod(node, worker)
+    except BaseException:
+        worker.terminate(grace=0)  # a failed check must not leave the pod to the next test
+        raise
+    status = worker.terminate(grace=1)
+    cgroup = f"{node.deps.cgroup_parent}/podpods-a/client"
+    assert all(cs.state.WhichOneof("state") == "terminated" for cs in status.container_statuses)
+    assert not (node.deps.pods_dir / "pods-a").exists()
+    assert not node.rt.containers()
+    assert node.net.lookup("pods-a") is None
+    assert not any(Path(h, cgroup).parent.exists() for h in _cgroup_roots())
+    assert node.net.ipam.lookup("pods-a") is None
+    links = run_in_netns(node.netns, lambda: os.listdir("/sys/class/net"))
+    assert not [name for name in links if name.startswith("pt") and name != "ptbr0"]
+
+
+def _check_shared_pod(node: Node, worker: PodWorker) -> None:
     status = sync_until(worker, lambda s: s.phase == "Running")
     assert IPv4Address(status.pod_ip) in POD_CIDR
     assert [cs.state.WhichOneof("state") for cs in status.container_statuses] == \
@@ -144,16 +164,6 @@ def test_two_containers_share_an_empty_dir_and_localhost(node: Node) -> None:
     assert state.cgroup_path == cgroup
     stats = node.rt.stats("pods-a.client.1")
     assert stats.memory_limit == 64 * 2**20
-
-    status = worker.terminate(grace=1)
-    assert all(cs.state.WhichOneof("state") == "terminated" for cs in status.container_statuses)
-    assert not (node.deps.pods_dir / "pods-a").exists()
-    assert not node.rt.containers()
-    assert node.net.lookup("pods-a") is None
-    assert not any(Path(h, cgroup).parent.exists() for h in _cgroup_roots())
-    assert node.net.ipam.lookup("pods-a") is None
-    links = run_in_netns(node.netns, lambda: os.listdir("/sys/class/net"))
-    assert not [name for name in links if name.startswith("pt") and name != "ptbr0"]
 
 
 def _cgroup_roots() -> list[Path]:

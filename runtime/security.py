@@ -14,6 +14,7 @@ into names; ``lookup_user`` resolves ``user[:group]`` against a root filesystem;
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import resource
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from typing import Protocol
 import prctl
 
 from runtime.errors import ConfigError, SetupError
+from runtime.rootfs import resolve_in_root
 from runtime.spec.capabilities import CAPABILITIES, last_cap
 from runtime.spec.model import Capabilities, Process, Rlimit, User
 from runtime.syscalls import Recorder
@@ -523,10 +525,13 @@ def _entries(
     """The well-formed lines of a passwd-style file: at least ``width`` fields, the
     ``numeric`` ones numbers. A missing file has none."""
     try:
-        text = _resolve_in_root(rootfs, relpath).read_text(errors="replace")
+        # An image's etc/passwd may be a link: followed as if rootfs were /, never out.
+        text = Path(resolve_in_root(str(rootfs), relpath)).read_text(errors="replace")
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise SetupError(f"{rootfs}/{relpath}: too many levels of symbolic links") from None
         raise _failed(f"read {rootfs}/{relpath}", err) from None
     entries = []
     for line in text.splitlines():
@@ -536,32 +541,3 @@ def _entries(
         if all(fields[i].isdigit() for i in numeric):
             entries.append(fields)
     return entries
-
-
-def _resolve_in_root(root: Path, relpath: str) -> Path:
-    """``relpath`` inside ``root`` with symbolic links followed as if ``root`` were /.
-
-    An image's etc/passwd may be a link, and an absolute or ``..`` link must not
-    lead out to the host's files.
-    """
-    pending = [p for p in relpath.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = root.joinpath(*done, part)
-        if candidate.is_symlink():
-            links += 1
-            if links > 40:
-                raise SetupError(f"{root}/{relpath}: too many levels of symbolic links")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-            continue
-        done.append(part)
-    return root.joinpath(*done)

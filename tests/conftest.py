@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.api import Runtime
 from runtime.processes import reap_children
 from tests.support.busybox import make_rootfs
 from tests.support.leaks import Snapshot, session_cgroup_parent
@@ -105,6 +106,16 @@ def busybox_rootfs() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def cgroup_parent() -> str:
     return session_cgroup_parent()
+
+
+@pytest.fixture
+def rt(tmp_dir: Path, cgroup_parent: str) -> Iterator[Runtime]:
+    """A runtime whose state and cgroups belong to this test; what is left is deleted."""
+    need_root()
+    runtime = Runtime(root=tmp_dir / "state", cgroup_parent=cgroup_parent)
+    yield runtime
+    for state in runtime.containers():
+        runtime.delete(state.id, force=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,16 +17,6 @@ from runtime.forkserver import ForkServer, ShimRequest
 from runtime.shim import exit_record
 from runtime.spec import ContainerConfig, convert, default_config
 from runtime.spec.model import Process
-from tests.conftest import need_root
-
-
-@pytest.fixture
-def rt(tmp_dir: Path, cgroup_parent: str) -> Iterator[Runtime]:
-    need_root()
-    runtime = Runtime(root=tmp_dir / "state", cgroup_parent=cgroup_parent)
-    yield runtime
-    for state in runtime.containers():
-        runtime.delete(state.id, force=True)
 
 
 @pytest.fixture

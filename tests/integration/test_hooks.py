@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,6 @@ echo "$state" > "$2/$1.json"
 
 POINTS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
           "poststop")
-
-
-@pytest.fixture
-def rt(tmp_dir: Path, cgroup_parent: str) -> Iterator[Runtime]:
-    need_root()
-    runtime = Runtime(root=tmp_dir / "state", cgroup_parent=cgroup_parent)
-    yield runtime
-    for state in runtime.containers():
-        runtime.delete(state.id, force=True)
 
 
 def bundle(tmp_dir: Path, rootfs: Path, args: list[str], **special: str) -> dict[str, Any]:

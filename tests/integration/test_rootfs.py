@@ -25,20 +25,21 @@ import pytest
 from runtime import syscalls as sc
 from runtime.errors import SetupError
 from runtime.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
-from runtime.spec.model import ContainerConfig, Device, Mount, Namespace, Overlay, Process, Root
+from runtime.spec.model import (
+    DEFAULT_MOUNTS,
+    ContainerConfig,
+    Device,
+    Mount,
+    Namespace,
+    Overlay,
+    Process,
+    Root,
+)
 from tests.conftest import need, need_root
 
 Report = dict[str, Any]
 
-RUNC_MOUNTS = (
-    Mount("/proc", "proc", "proc"),
-    Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
-    Mount("/dev/pts", "devpts", "devpts",
-          ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-    Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
-    Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-    Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
-)
+RUNC_MOUNTS = DEFAULT_MOUNTS
 
 
 @pytest.fixture(autouse=True)

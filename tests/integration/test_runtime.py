@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,7 @@ from runtime.shim import exit_record, spawn_shim
 from runtime.spec import ContainerConfig, convert, default_config
 from runtime.spec.model import Cpu, Memory, Pids, Resources
 from runtime.state import Status
-from tests.conftest import need_root
-
-
-@pytest.fixture
-def rt(tmp_dir: Path, cgroup_parent: str) -> Iterator[Runtime]:
-    need_root()
-    runtime = Runtime(root=tmp_dir / "state", cgroup_parent=cgroup_parent)
-    yield runtime
-    for state in runtime.containers():
-        runtime.delete(state.id, force=True)
+from tests.support.containers import run_to_completion as run
 
 
 def config(rootfs: Path, *args: str, **linux: Any) -> ContainerConfig:
@@ -37,25 +27,6 @@ def config(rootfs: Path, *args: str, **linux: Any) -> ContainerConfig:
     data["linux"].update(linux)
     return convert(data, rootfs).config
 
-
-def run(rt: Runtime, cid: str, cfg: ContainerConfig) -> tuple[int, str]:
-    """Run to completion; returns (exit code or -signal, combined output)."""
-    r, w = os.pipe()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    try:
-        rt.create(cid, cfg, stdio=(devnull, w, w))
-    finally:
-        os.close(w)
-        os.close(devnull)
-    state = rt.start(cid)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(state.pid, 0)
-    rt.delete(cid)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    return code, b"".join(chunks).decode()
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,9 @@ from runtime.seccomp import to_oci
 from runtime.seccomp_default import default_profile
 from runtime.spec import ContainerConfig, convert, default_config
 from runtime.spec.model import IDMapping, Namespace, Process
-from tests.conftest import need_root
+from tests.support.containers import run_to_completion as run
 
 ALLOW, ERRNO = "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"
-
-
-@pytest.fixture
-def rt(tmp_dir: Path, cgroup_parent: str) -> Iterator[Runtime]:
-    need_root()
-    runtime = Runtime(root=tmp_dir / "state", cgroup_parent=cgroup_parent)
-    yield runtime
-    for state in runtime.containers():
-        runtime.delete(state.id, force=True)
 
 
 def config(rootfs: Path, script: str, seccomp: dict[str, Any], *,
@@ -40,25 +30,6 @@ def config(rootfs: Path, script: str, seccomp: dict[str, Any], *,
     data["linux"]["seccomp"] = seccomp
     return convert(data, rootfs).config
 
-
-def run(rt: Runtime, cid: str, cfg: ContainerConfig) -> tuple[int, str]:
-    """Run to completion; returns (exit code or -signal, combined output)."""
-    r, w = os.pipe()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    try:
-        rt.create(cid, cfg, stdio=(devnull, w, w))
-    finally:
-        os.close(w)
-        os.close(devnull)
-    state = rt.start(cid)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(state.pid, 0)
-    rt.delete(cid)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    return code, b"".join(chunks).decode()
 
 
 def deny_mkdir(errno_ret: int = 1) -> dict[str, Any]:

@@ -22,20 +22,21 @@ from runtime.rootfs import (
     resolve_in_root,
     unmount,
 )
-from runtime.spec.model import ContainerConfig, Device, Mount, Namespace, Overlay, Process, Root
+from runtime.spec.model import (
+    DEFAULT_MOUNTS,
+    ContainerConfig,
+    Device,
+    Mount,
+    Namespace,
+    Overlay,
+    Process,
+    Root,
+)
 
 BIND, REC, REMOUNT = sc.MS_BIND, sc.MS_REC, sc.MS_REMOUNT
 NOSUID, NODEV, NOEXEC, RDONLY = sc.MS_NOSUID, sc.MS_NODEV, sc.MS_NOEXEC, sc.MS_RDONLY
 
-RUNC_MOUNTS = (
-    Mount("/proc", "proc", "proc"),
-    Mount("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
-    Mount("/dev/pts", "devpts", "devpts",
-          ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-    Mount("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
-    Mount("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-    Mount("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
-)
+RUNC_MOUNTS = DEFAULT_MOUNTS
 
 DEFAULT_NODES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
                  ("urandom", 1, 9), ("tty", 5, 0))

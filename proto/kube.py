@@ -40,6 +40,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.podium.v1 import cluster_pb2, meta_pb2
+from proto.quantity import QuantityError, parse_quantity
 
 Path = tuple[str | int, ...]
 
@@ -132,7 +133,16 @@ _QUANTITY_FIELDS = frozenset(
         "podium.v1.ResourceFieldSelector.divisor",
     }
 )
-_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
+
+
+
+def _is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except QuantityError:
+        return False
+    return True
+
 
 # Kubernetes fields podium accepts but does nothing with: dropped with a
 # warning. The agent and scheduler issues define what podium supports; these
@@ -507,7 +517,7 @@ class _Walk:
             value = str(value)
         if not isinstance(value, str):
             raise _error(self.doc, path, f"expected a string, found {_json_type(value)}")
-        if quantity and not _QUANTITY.match(value):
+        if quantity and not _is_quantity(value):
             raise _error(self.doc, path, f"{value!r} is not a quantity (e.g. 500m, 128Mi, 2)")
         return value
 

@@ -29,7 +29,7 @@ from agent.pods.interfaces import (
     SandboxInfo,
     VolumeHost,
 )
-from agent.pods.quantity import QuantityError, parse_bytes, parse_milli_cpu, parse_quantity
+from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu, parse_quantity
 from agent.pods.spec import (
     ImageFacts,
     SandboxFacts,

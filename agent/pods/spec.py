@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from agent.pods.errors import PodSpecError
 from agent.pods.probes import container_probes
-from agent.pods.quantity import QuantityError, parse_bytes, parse_milli_cpu
+from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu
 from proto.podium.v1 import pod_pb2
 from runtime.spec.model import (
     DEFAULT_CAPABILITIES,

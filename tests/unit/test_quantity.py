@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from agent.pods.quantity import QuantityError, parse_bytes, parse_milli_cpu, parse_quantity
+from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu, parse_quantity
 
 
 @pytest.mark.parametrize(("text", "value"), [

@@ -1,0 +1,1 @@
+"""The scheduler's object store: one interface (base.Store), SQLite by default."""

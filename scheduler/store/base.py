@@ -45,6 +45,11 @@ class TooFarBehind(StoreError):
     """A watcher did not keep up with the changes and was dropped: list again."""
 
 
+class StoreFileError(StoreError):
+    """The store's file cannot be used: not a podium store, written by a newer
+    podium, in use by another process, or failing I/O. The message names it."""
+
+
 class EventType(enum.StrEnum):
     ADDED = "ADDED"
     MODIFIED = "MODIFIED"
@@ -98,9 +103,11 @@ class Store(Protocol):
         """Removes the object and returns its last stored state; Conflict if
         resource_version is given and differs. NotFound if absent."""
 
-    def watch(self, kind: str = "", namespace: str = "", from_revision: int = 0) -> Watch:
+    def watch(self, kind: str = "", namespace: str = "",
+              from_revision: int | None = None) -> Watch:
         """Changes to objects of `kind` ("" for all) in `namespace` ("" for all)
-        with revision > from_revision; 0 means from now on. Compacted if
+        with revision > from_revision (0: every change kept, for a list of an
+        empty store); None means from now on. Compacted if
         from_revision is older than the history kept."""
 
     def close(self) -> None: ...

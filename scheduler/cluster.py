@@ -8,6 +8,7 @@ lets their tests use an in-memory fake.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from proto.podium.v1 import cluster_pb2
@@ -44,8 +45,12 @@ class Cluster(Protocol):
         set; removed once their agent reports them stopped, or at once with
         force); everything else at once."""
 
-    def watch(self, kind: str = "", namespace: str = "", from_revision: int = 0) -> Watch:
+    def watch(self, kind: str = "", namespace: str = "",
+              from_revision: int | None = None) -> Watch:
         """As store.base.Store.watch."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """As store.base.Store.batch: the block's writes share one commit."""
 
     def event(self, about: cluster_pb2.Object, reason: str, message: str,
               type: str = "Normal") -> None:

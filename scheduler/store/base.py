@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
 
 from proto.podium.v1 import cluster_pb2
@@ -109,5 +110,10 @@ class Store(Protocol):
         with revision > from_revision (0: every change kept, for a list of an
         empty store); None means from now on. Compacted if
         from_revision is older than the history kept."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Writes inside the block share one transaction (one fsync) and are
+        durable and seen by watchers when it ends; an exception leaving it
+        undoes them all."""
 
     def close(self) -> None: ...

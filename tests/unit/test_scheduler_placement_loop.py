@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 
 from proto.podium.v1 import cluster_pb2, pod_pb2
 from scheduler.objects import Key, key_of, kind_of, meta, wrap
@@ -139,6 +140,9 @@ class FakeCluster:
         w = FakeWatch(self, kind, from_revision)
         self.watches.append(w)
         return w
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
     def event(self, about: cluster_pb2.Object, reason: str, message: str,
               type: str = "Normal") -> None:

@@ -582,3 +582,41 @@ def test_operations_match_a_dict_model(ops: list[tuple[str, str, str, int]]) -> 
             else:
                 replayed = drain(store.watch(from_revision=after))
                 assert [c.revision for c in replayed] == list(range(after + 1, revision + 1))
+
+
+def _pod_object(name: str) -> cluster_pb2.Object:
+    obj = cluster_pb2.Object()
+    obj.pod.metadata.name = name
+    obj.pod.metadata.namespace = "default"
+    return obj
+
+
+def test_batch_commits_once_and_tells_watchers_after(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "b.db") as store:
+        watch = store.watch("Pod")
+        with store.batch():
+            a = store.create(_pod_object("a"))
+            store.create(_pod_object("b"))
+            a.pod.spec.node_name = "n1"
+            store.update(a)  # sees the block's own write
+            assert watch.next(timeout=0) is None  # nothing told before the commit
+        told = [watch.next(timeout=1) for _ in range(3)]
+        assert [c.type for c in told if c] == ["ADDED", "ADDED", "MODIFIED"]
+        watch.close()
+    with SqliteStore(tmp_path / "b.db") as reopened:
+        assert reopened.get(Key("Pod", "default", "a")).pod.spec.node_name == "n1"
+        assert reopened.revision == 3
+
+
+def test_an_exception_leaving_a_batch_undoes_it(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "b.db") as store:
+        store.create(_pod_object("kept"))
+        with pytest.raises(RuntimeError), store.batch():
+            store.create(_pod_object("lost"))
+            with store.batch():  # nested blocks belong to the outer one
+                store.create(_pod_object("lost-too"))
+            raise RuntimeError("caller gave up")
+        names = [o.pod.metadata.name for o in store.list("Pod")[0]]
+        assert names == ["kept"] and store.revision == 1
+        store.create(_pod_object("after"))
+        assert store.revision == 2

@@ -197,6 +197,11 @@ class SqliteStore:
     # -- reads ---------------------------------------------------------------
 
     @property
+    def watch_count(self) -> int:
+        """Open watches: a client gone mid-watch must not leave one behind."""
+        return self._hub.count()
+
+    @property
     def revision(self) -> int:
         with self._state_lock:
             return self._revision

@@ -1,0 +1,151 @@
+"""A local copy of some kinds of objects, kept current from one watch.
+
+`sync()` lists the kinds the first time (and again whenever the watch says
+Compacted or TooFarBehind), then drains the watch; it returns what changed
+as `Notice`s for the controller to turn into work. One watch over all kinds
+keeps the changes of different kinds in the store's order, so a pod is never
+seen before the ReplicaSet that created it.
+
+Own writes are recorded at once (`record`, `forget`); a change older than
+what the cache holds (its echo, or anything before it) is ignored by
+comparing revisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+
+from proto.podium.v1 import cluster_pb2
+from scheduler.cluster import Cluster
+from scheduler.objects import Key, key_of, kind_of, meta, scope
+from scheduler.store.base import Compacted, EventType, TooFarBehind, Watch
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    type: EventType
+    # The object now; for DELETED, as last stored.
+    object: cluster_pb2.Object
+    # The cached object before the change, if there was one.
+    old: cluster_pb2.Object | None
+
+
+def _rv(obj: cluster_pb2.Object) -> int:
+    value = meta(obj).resource_version
+    return int(value) if value.isdigit() else 0
+
+
+class Informer:
+    def __init__(self, cluster: Cluster, kinds: Iterable[str]) -> None:
+        self._cluster = cluster
+        self.kinds = tuple(kinds)
+        self._objects: dict[Key, cluster_pb2.Object] = {}
+        # Keys we deleted: changes at or below the revision are stale echoes.
+        self._gone: dict[Key, int] = {}
+        self._watch: Watch | None = None
+        self.relists = 0
+
+    # --- reading ---
+
+    def get(self, key: Key) -> cluster_pb2.Object | None:
+        return self._objects.get(key)
+
+    def objects(self, kind: str, namespace: str = "") -> list[cluster_pb2.Object]:
+        ns = scope(kind, namespace) if namespace else ""
+        return [obj for key, obj in self._objects.items()
+                if key.kind == kind and (not ns or key.namespace == ns)]
+
+    def all(self) -> list[cluster_pb2.Object]:
+        return list(self._objects.values())
+
+    # --- keeping current ---
+
+    def sync(self, timeout: float = 0.0) -> list[Notice]:
+        """Lists if needed, else waits up to `timeout` for the first change
+        and drains the rest; returns what changed."""
+        if self._watch is None:
+            return self._relist()
+        notices: list[Notice] = []
+        try:
+            change = self._watch.next(timeout)
+            while change is not None:
+                if kind_of(change.object) in self.kinds:
+                    notice = self._apply(change.type, change.object, change.revision)
+                    if notice is not None:
+                        notices.append(notice)
+                change = self._watch.next(0)
+        except (Compacted, TooFarBehind) as err:
+            log.info("watch of %s lost (%s): listing again", ",".join(self.kinds), err)
+            self._close_watch()
+            notices.extend(self._relist())
+        return notices
+
+    def _relist(self) -> list[Notice]:
+        self.relists += 1
+        fresh: dict[Key, cluster_pb2.Object] = {}
+        revision = -1
+        for kind in self.kinds:
+            items, rev = self._cluster.list(kind)
+            # Watch from the oldest list: replaying changes some lists already
+            # hold is harmless (revisions say which are stale).
+            revision = rev if revision < 0 else min(revision, rev)
+            for obj in items:
+                fresh[key_of(obj)] = obj
+        try:
+            self._watch = self._cluster.watch("", "", max(revision, 0))
+        except Compacted:
+            # The history moved on between list and watch: list again next time.
+            self._watch = None
+        notices = [Notice(EventType.DELETED, obj, obj)
+                   for key, obj in self._objects.items() if key not in fresh]
+        for key, obj in fresh.items():
+            old = self._objects.get(key)
+            if old is None:
+                notices.append(Notice(EventType.ADDED, obj, None))
+            elif old != obj:
+                notices.append(Notice(EventType.MODIFIED, obj, old))
+        self._objects = fresh
+        self._gone.clear()
+        return notices
+
+    def _apply(self, type: EventType, obj: cluster_pb2.Object, revision: int) -> Notice | None:
+        key = key_of(obj)
+        old = self._objects.get(key)
+        if type == EventType.DELETED:
+            self._gone.pop(key, None)
+            if old is None or _rv(old) > revision:
+                return None
+            del self._objects[key]
+            return Notice(type, obj, old)
+        if old is not None and _rv(old) >= revision:
+            return None
+        if old is None and self._gone.get(key, -1) >= revision:
+            return None
+        self._objects[key] = obj
+        return Notice(EventType.ADDED if old is None else EventType.MODIFIED, obj, old)
+
+    def record(self, obj: cluster_pb2.Object) -> None:
+        """Our own write, known before the watch says so."""
+        key = key_of(obj)
+        old = self._objects.get(key)
+        if old is None or _rv(old) <= _rv(obj):
+            self._objects[key] = obj
+            self._gone.pop(key, None)
+
+    def forget(self, key: Key, last: cluster_pb2.Object | None) -> None:
+        """Our own delete; `last` is the object as last stored, if known."""
+        old = self._objects.pop(key, None)
+        stale = max(_rv(last) if last is not None else 0, _rv(old) if old is not None else 0)
+        self._gone[key] = stale
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def close(self) -> None:
+        self._close_watch()

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent.errors import NetworkError
-from runtime.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, LinuxSyscalls
+from runtime.syscalls import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    MS_BIND,
+    LinuxSyscalls,
+)
 
 T = TypeVar("T")
 
@@ -63,28 +70,41 @@ def run_in_netns(path: Path | None, fn: Callable[[], T]) -> T:
     return _in_thread(entered)
 
 
-def create_netns(path: Path) -> None:
-    """Make a new network namespace and bind it at ``path`` (which must not exist)."""
+# The namespaces a pod holds for its life, by the name /proc/<tid>/ns/ uses.
+NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
+_WORDS = {"net": "network", "ipc": "ipc", "uts": "uts"}
+
+
+def create_namespace(path: Path, kind: str = "net", hostname: str | None = None) -> None:
+    """Make a new ``kind`` namespace (net, ipc or uts) and bind it at ``path``
+    (which must not exist); a new UTS namespace gets ``hostname``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    where = f"{_WORDS[kind]} namespace {path}"
 
     def make() -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
         except OSError as e:
-            raise NetworkError(f"network namespace {path}: {e.strerror}") from e
-        os.close(fd)
+            raise NetworkError(f"{where}: {e.strerror}") from e
         try:
-            _syscalls.unshare(CLONE_NEWNET)
-            own = f"/proc/self/task/{threading.get_native_id()}/ns/net"
+            _syscalls.unshare(NAMESPACE_FLAGS[kind])
+            if hostname is not None:
+                _syscalls.sethostname(hostname)
+            own = f"/proc/self/task/{threading.get_native_id()}/ns/{kind}"
             _syscalls.mount(own, str(path), None, MS_BIND, None)
         except OSError as e:
             path.unlink(missing_ok=True)
-            raise NetworkError(f"network namespace {path}: {e.strerror}") from e
+            raise NetworkError(f"{where}: {e.strerror}") from e
 
     _in_thread(make)
 
 
-def remove_netns(path: Path) -> None:
+def create_netns(path: Path) -> None:
+    """Make a new network namespace and bind it at ``path`` (which must not exist)."""
+    create_namespace(path, "net")
+
+
+def remove_namespace(path: Path) -> None:
     """Unbind and remove ``path``; the namespace goes when nothing else holds it.
 
     Idempotent: a missing file, or a file left unmounted by a crash, is fine.
@@ -93,13 +113,16 @@ def remove_netns(path: Path) -> None:
         _syscalls.umount2(str(path), MNT_DETACH)
     except OSError as e:
         if e.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
-            raise NetworkError(f"network namespace {path}: umount: {e.strerror}") from e
+            raise NetworkError(f"namespace {path}: umount: {e.strerror}") from e
     try:
         path.unlink()
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise NetworkError(f"network namespace {path}: {e.strerror}") from e
+        raise NetworkError(f"namespace {path}: {e.strerror}") from e
+
+
+remove_netns = remove_namespace
 
 
 def is_netns(path: Path) -> bool:

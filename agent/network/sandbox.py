@@ -11,6 +11,12 @@ bridge (holding the pod CIDR's gateway) and the nftables table; for each pod:
                                default route via the gateway
     <pods_dir>/<uid>/network/  hosts, hostname, resolv.conf for bind mounts
 
+and, made apart with ``hold_namespaces`` (a ``hostNetwork`` pod has no network of
+its own but still one IPC namespace for all its containers):
+
+    <pods_dir>/<uid>/ns/ipc    the pod's IPC namespace, bind-mounted like the netns
+    <pods_dir>/<uid>/ns/uts    its UTS namespace, the pod's hostname set in it once
+
 ``teardown`` undoes all of it, and any part of it: a sandbox half made when the
 agent crashed is cleaned by the same call.
 """
@@ -29,10 +35,18 @@ from agent.network.bridge import delete_link, ensure_bridge, link_index, netlink
 from agent.network.config import NetworkConfig, check_config, check_pod_uid, host_veth_name
 from agent.network.ipam import HostLocalIPAM
 from agent.network.nat import NatTable
-from agent.network.netns import create_netns, is_netns, remove_netns, run_in_netns
+from agent.network.netns import (
+    create_namespace,
+    create_netns,
+    is_netns,
+    remove_namespace,
+    remove_netns,
+    run_in_netns,
+)
 from agent.network.podfiles import pod_hostname, read_node_dns, write_pod_files
 
 POD_IFNAME = "eth0"
+SHARED_NAMESPACES = ("ipc", "uts")  # held beside the netns
 
 
 class Sandbox(NamedTuple):
@@ -48,6 +62,13 @@ class Sandbox(NamedTuple):
     @property
     def ip(self) -> IPv4Address:
         return self.address.ip
+
+
+class PodNamespaces(NamedTuple):
+    """The pod-wide namespaces its containers join by path (None: not held)."""
+
+    ipc: Path | None
+    uts: Path | None
 
 
 class PodNetwork:
@@ -155,6 +176,7 @@ class PodNetwork:
         ]
         if address is not None:
             steps.insert(1, lambda: self.nat.unpublish_pod(address.ip))
+        steps.insert(-1, lambda: self.release_namespaces(pod_uid))
         failures: list[NetworkError] = []
         for step in steps:
             try:
@@ -164,6 +186,54 @@ class PodNetwork:
         if failures:
             raise failures[0]
         self.ipam.release(pod_uid)  # last: the address is free only once nothing uses it
+
+    # IPC and UTS ---------------------------------------------------------------
+
+    def namespaces_dir(self, pod_uid: str) -> Path:
+        check_pod_uid(pod_uid)
+        return self.config.pods_dir / pod_uid / "ns"
+
+    def hold_namespaces(self, pod_uid: str, hostname: str | None,
+                        ipc: bool = True) -> PodNamespaces:
+        """The pod's IPC namespace (unless not ``ipc``: hostIPC) and, given a hostname,
+        its UTS namespace with that hostname (without: the containers keep the node's,
+        as with hostNetwork). Made if missing, kept if there; on a failure what this
+        call made is removed."""
+        held = self.pod_namespaces(pod_uid)
+        wanted: dict[str, str | None] = {"ipc": None} if ipc else {}
+        if hostname is not None:
+            wanted["uts"] = hostname
+        made: list[Path] = []
+        try:
+            for kind, name in wanted.items():
+                path = self.namespaces_dir(pod_uid) / kind
+                if getattr(held, kind) is None:
+                    path.unlink(missing_ok=True)  # a bare file left by a crash
+                    create_namespace(path, kind, name)
+                    made.append(path)
+        except BaseException:
+            for path in made:
+                remove_namespace(path)
+            raise
+        return self.pod_namespaces(pod_uid)
+
+    def pod_namespaces(self, pod_uid: str) -> PodNamespaces:
+        """The pod's IPC and UTS namespaces that exist (an agent re-adopting its pods)."""
+        found = {kind: self.namespaces_dir(pod_uid) / kind for kind in SHARED_NAMESPACES}
+        ipc, uts = (p if is_netns(p) else None for p in found.values())
+        return PodNamespaces(ipc, uts)
+
+    def release_namespaces(self, pod_uid: str) -> None:
+        """Unbind and remove the pod's IPC and UTS namespace files; safe to repeat."""
+        directory = self.namespaces_dir(pod_uid)
+        for kind in SHARED_NAMESPACES:
+            remove_namespace(directory / kind)
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise NetworkError(f"pod {pod_uid}: namespaces {directory}: {e.strerror}") from e
 
     def publish(self, sandbox: Sandbox, container_port: int, host_port: int,
                 protocol: str = "TCP") -> None:
@@ -224,3 +294,4 @@ def _iproute() -> Any:
     from pyroute2 import IPRoute
 
     return IPRoute()
+

@@ -29,7 +29,6 @@ from agent.pods.interfaces import (
     SandboxInfo,
     VolumeHost,
 )
-from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu, parse_quantity
 from agent.pods.spec import (
     ImageFacts,
     SandboxFacts,
@@ -39,6 +38,7 @@ from agent.pods.spec import (
     validate_pod,
 )
 from agent.pods.worker import PodWorker, WorkerDeps
+from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu, parse_quantity
 
 __all__ = [
     "ContainerStarter",

@@ -3,7 +3,8 @@
     RuntimeContainers   containers through the runtime: shims from the fork server,
                         exits from the shims' records, kill and delete, and processes
                         exec'd into them (probes) through the fork server too
-    StoreImages         the node's image store: layers, config, USER lookup, holders
+    StoreImages         the node's image store: layers, config, USER lookup, holders,
+                        pulls from registries
     HostVolumes         emptyDir directories, tmpfs for medium Memory, hostPath checks
 
 The sandbox's real implementation is ``agent.network.PodNetwork`` itself.
@@ -114,7 +115,8 @@ class RuntimeContainers:
 
 
 class StoreImages:
-    """Images from the node's store; pulling is not done here (the image must be there)."""
+    """Images from the node's store. ``pull`` blocks (``agent.pods.images.ImagePuller``
+    runs it on a thread of its own)."""
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
@@ -130,6 +132,21 @@ class StoreImages:
             working_dir=config.working_dir,
             user=config.user,
         )
+
+    def present(self, image: str) -> bool:
+        from runtime.images import ImageNotFound
+
+        try:
+            self.store.resolve(image)
+        except ImageNotFound:
+            return False
+        return True
+
+    def pull(self, image: str) -> str:
+        """Pull ``image`` from its registry into the store; the name it is stored under."""
+        from runtime.images import pull
+
+        return pull(self.store, image)
 
     def lookup_user(self, facts: ImageFacts, user: str) -> User:
         # The image's merged /etc/passwd and /etc/group, read from its layers unmounted.

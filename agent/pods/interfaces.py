@@ -2,6 +2,7 @@
 (``agent.pods.host``) and a fake in the unit tests.
 
     Sandbox           the pod's network: ``agent.network.PodNetwork`` is one
+    NamespaceHolder   the pod's IPC and UTS namespaces: ``PodNetwork`` again
     ContainerStarter  start / watch / signal / remove containers: the runtime's shims
     ImageSource       an image's layers and config, and who holds it
     VolumeHost        make and remove the pod's emptyDirs (tmpfs for medium Memory)
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from agent.pods.spec import ImageFacts, VolumeSource
 from runtime.spec.model import ContainerConfig, User
@@ -31,6 +32,28 @@ class SandboxInfo(Protocol):
 class Sandbox(Protocol):
     def setup(self, pod_uid: str, pod_name: str) -> SandboxInfo: ...
     def teardown(self, pod_uid: str) -> None: ...
+
+
+class HeldNamespaces(Protocol):
+    """What ``NamespaceHolder`` returns (``agent.network.PodNamespaces`` is one)."""
+
+    @property
+    def ipc(self) -> Path | None: ...
+    @property
+    def uts(self) -> Path | None: ...
+
+
+@runtime_checkable
+class NamespaceHolder(Protocol):
+    """Pod-wide IPC and UTS namespaces, bound to files for the containers to join."""
+
+    def hold_namespaces(self, pod_uid: str, hostname: str | None,
+                        ipc: bool = True) -> HeldNamespaces:
+        """Make what is missing: IPC if ``ipc``, UTS with ``hostname`` if one is given."""
+        ...
+
+    def pod_namespaces(self, pod_uid: str) -> HeldNamespaces: ...
+    def release_namespaces(self, pod_uid: str) -> None: ...
 
 
 class ExitInfo(NamedTuple):

@@ -7,10 +7,13 @@ that resolves a user name in the image. Nothing here touches the disk, so every
 Kubernetes rule (Entrypoint/Cmd, env, quantities, volume mounts) is tested without
 root.
 
-What the sandbox shares: the pod's containers join its network namespace by path
-(so they share ``localhost``); each gets its own pid, mount, IPC, UTS and cgroup
-namespaces, with the pod's name as hostname. ``hostNetwork``/``hostPID``/``hostIPC``
-leave the matching namespace out, so the container stays in the agent's.
+What the sandbox shares: the pod's containers (init containers too) join its
+network, IPC and UTS namespaces by path (so they share ``localhost``, SysV IPC and
+POSIX message queues, and the hostname, set on the UTS namespace when it was made);
+each gets its own pid, mount and cgroup namespaces. A sandbox that holds no IPC or
+UTS namespace gives each container new ones (the pod's name as hostname).
+``hostNetwork`` keeps the node's network and UTS namespaces (and hostname),
+``hostPID``/``hostIPC`` the node's pid/IPC namespace.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agent.pods.errors import PodSpecError
+from agent.pods.images import PULL_POLICIES
 from agent.pods.probes import container_probes
-from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu
 from proto.podium.v1 import pod_pb2
+from proto.quantity import QuantityError, parse_bytes, parse_milli_cpu
 from runtime.spec.model import (
     DEFAULT_CAPABILITIES,
     DEFAULT_MOUNTS,
@@ -85,6 +89,8 @@ class SandboxFacts(NamedTuple):
     files: Path | None  # dir holding hosts, hostname, resolv.conf; None: leave /etc alone
     cgroup_parent: str  # the agent's; a pod's containers go under <parent>/pod<uid>
     volumes: Mapping[str, VolumeSource]
+    ipc: Path | None = None  # join this IPC namespace; None: a new one per container
+    uts: Path | None = None  # join this UTS namespace (hostname set); None: a new one
 
 
 UserLookup = Callable[[str], User]  # an image USER value → uid, gid, groups
@@ -142,20 +148,28 @@ def validate_pod(pod: pod_pb2.Pod, pod_dir: Path) -> dict[str, VolumeSource]:
     if pod.spec.restart_policy not in ("", "Always", "OnFailure", "Never"):
         raise PodSpecError("spec.restartPolicy",
                            f'"{pod.spec.restart_policy}" is not Always, OnFailure or Never')
-    if pod.spec.init_containers:
-        raise PodSpecError("spec.initContainers", "not supported yet")
     if not pod.spec.containers:
         raise PodSpecError("spec.containers", "needs at least one container")
     volumes = plan_volumes(pod, pod_dir)
     seen: set[str] = set()
-    for i, container in enumerate(pod.spec.containers):
-        where = f"spec.containers[{i}]"
+    every = [("initContainers", i, c) for i, c in enumerate(pod.spec.init_containers)]
+    every += [("containers", i, c) for i, c in enumerate(pod.spec.containers)]
+    for kind, i, container in every:
+        where = f"spec.{kind}[{i}]"
         _check_name(container.name, f"{where}.name")
         if container.name in seen:
             raise PodSpecError(f"{where}.name", f"duplicate container {container.name!r}")
         seen.add(container.name)
         if not container.image:
             raise PodSpecError(f"{where}.image", "is required")
+        if container.image_pull_policy not in ("", *PULL_POLICIES):
+            raise PodSpecError(f"{where}.imagePullPolicy", f'"{container.image_pull_policy}"'
+                               " is not Always, IfNotPresent or Never")
+        if kind == "initContainers":
+            for probe in ("liveness_probe", "readiness_probe", "startup_probe"):
+                if container.HasField(probe):
+                    raise PodSpecError(f"{where}.{_camel(probe)}",
+                                       "must not be set for init containers")
         if container.tty or container.stdin:
             field = "tty" if container.tty else "stdin"
             raise PodSpecError(f"{where}.{field}", "not supported yet")
@@ -177,14 +191,18 @@ def container_config(
     sandbox: SandboxFacts,
     instance_dir: Path,
     lookup_user: UserLookup,
+    init: bool = False,
 ) -> ContainerConfig:
-    """``pod.spec.containers[index]`` as a ``ContainerConfig``.
+    """``pod.spec.containers[index]`` (``initContainers`` with ``init``) as a
+    ``ContainerConfig``.
 
     ``instance_dir`` holds this run of the container: ``rootfs`` (the overlay's mount
     point), ``upper`` and ``work``; the caller makes them.
     """
-    container = pod.spec.containers[index]
-    where = f"spec.containers[{index}]"
+    if init:
+        container, where = pod.spec.init_containers[index], f"spec.initContainers[{index}]"
+    else:
+        container, where = pod.spec.containers[index], f"spec.containers[{index}]"
     env = container_env(container, image.env, where)
     args = process_args(container, image, env, where)
     cwd = container.working_dir or image.working_dir or "/"
@@ -196,13 +214,15 @@ def container_config(
     if not spec.host_pid:
         namespaces.append(Namespace("pid"))
     if not spec.host_ipc:
-        namespaces.append(Namespace("ipc"))
+        namespaces.append(Namespace("ipc", _path(sandbox.ipc)))
     hostname = None
     if not spec.host_network:
         if sandbox.netns is None:
             raise PodSpecError("spec.hostNetwork", "false, but the sandbox has no network")
-        namespaces += [Namespace("network", str(sandbox.netns)), Namespace("uts")]
-        hostname = spec.hostname or pod.metadata.name
+        namespaces += [Namespace("network", str(sandbox.netns)),
+                       Namespace("uts", _path(sandbox.uts))]
+        if sandbox.uts is None:
+            hostname = pod_hostname(pod)
     return ContainerConfig(
         oci_version=OCI_VERSION,
         process=Process(args=tuple(args), env=tuple(env), cwd=cwd, user=user,
@@ -225,6 +245,20 @@ def container_config(
             "io.kubernetes.container.name": container.name,
         },
     )
+
+
+def pod_hostname(pod: pod_pb2.Pod) -> str:
+    """``spec.hostname``, else the pod's name cut to one DNS label (as Kubernetes cuts it)."""
+    return pod.spec.hostname or pod.metadata.name[:63].rstrip("-.")
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 def pod_cgroup(cgroup_parent: str, pod_uid: str) -> str:

@@ -336,3 +336,104 @@ def test_host_port_is_published_with_the_pod_and_gone_after(node: Node) -> None:
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello-hostport\n")
     worker.terminate(grace=1)
     assert node.net.nat.published() == []
+
+
+def test_containers_share_the_pods_ipc_and_uts_namespaces(node: Node) -> None:
+    # /dev/mqueue is the IPC namespace's own: a queue made by one container shows in
+    # the other's only if they share it.
+    pod = make_pod(
+        "pods-ipc",
+        {"name": "maker", "image": IMAGE, "command": ["sh", "-c",
+         "touch /dev/mqueue/podq; hostname; readlink /proc/self/ns/ipc; "
+         "readlink /proc/self/ns/uts; sleep 600"]},
+        {"name": "finder", "image": IMAGE, "command": ["sh", "-c",
+         "until [ -e /dev/mqueue/podq ]; do sleep 0.1; done; echo queue-seen; hostname; "
+         "readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts; sleep 600"]})
+    worker = PodWorker(pod, node.deps)
+    ns_dir = node.deps.pods_dir / "pods-ipc" / "ns"
+    try:
+        sync_until(worker, lambda s: s.phase == "Running")
+        deadline = time.monotonic() + 15
+        while len(log_lines(node, "pods-ipc", "finder")) < 4:
+            assert time.monotonic() < deadline, log_lines(node, "pods-ipc", "finder")
+            time.sleep(0.1)
+        maker = log_lines(node, "pods-ipc", "maker")
+        finder = log_lines(node, "pods-ipc", "finder")
+        assert finder[0] == "queue-seen"
+        assert maker == finder[1:] and maker[0] == "pod-pods-ipc"
+        assert maker[1] == f"ipc:[{os.stat(ns_dir / 'ipc').st_ino}]"
+        assert maker[2] == f"uts:[{os.stat(ns_dir / 'uts').st_ino}]"
+        assert maker[1] != os.readlink("/proc/self/ns/ipc")
+    finally:
+        worker.terminate(grace=0)
+    assert not ns_dir.exists() and not (node.deps.pods_dir / "pods-ipc").exists()
+    with open("/proc/self/mountinfo") as f:
+        assert str(ns_dir) not in f.read()
+
+
+def test_host_network_pod_keeps_the_nodes_hostname(node: Node) -> None:
+    pod = make_pod("pods-hn", {"name": "main", "image": IMAGE, "command": ["sh", "-c",
+                   "hostname; sleep 600"]}, hostNetwork=True)
+    worker = PodWorker(pod, node.deps)
+    try:
+        sync_until(worker, lambda s: s.phase == "Running")
+        deadline = time.monotonic() + 15
+        while not log_lines(node, "pods-hn", "main"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert log_lines(node, "pods-hn", "main") == [os.uname().nodename]
+        assert (node.deps.pods_dir / "pods-hn" / "ns" / "ipc").exists()
+        assert not (node.deps.pods_dir / "pods-hn" / "ns" / "uts").exists()
+    finally:
+        worker.terminate(grace=0)
+    assert not (node.deps.pods_dir / "pods-hn").exists()
+
+
+def test_images_are_pulled_from_a_registry(node: Node, busybox_rootfs: Path) -> None:
+    from runtime.images import push
+    from tests.support.registry import REGISTRY_BIN, Registry
+
+    need(os.path.exists(REGISTRY_BIN), "needs Debian's docker-registry package")
+    registry = Registry(node.tmp / "registry").start()
+    try:
+        scratch = ImageStore(node.tmp / "scratch-images")
+        tarball = node.tmp / "busybox.tar"
+        remote = f"{registry.host}/test/busybox:1"
+        import_rootfs(scratch, tarball, remote)
+        push(scratch, remote)
+        _check_pulls(node, remote, f"{registry.host}/test/nope:1")
+    finally:
+        registry.stop()
+
+
+def _check_pulls(node: Node, remote: str, missing: str) -> None:
+    store = node.deps.images.store  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="not found"):
+        store.resolve(remote)
+    good = PodWorker(make_pod("pods-pull", {"name": "main", "image": remote,
+                                            "command": ["sh", "-c", "echo pulled; sleep 600"]}),
+                     node.deps)
+    bad = PodWorker(make_pod("pods-nope", {"name": "main", "image": missing}), node.deps)
+    try:
+        status = sync_until(good, lambda s: s.phase == "Running", timeout=60)
+        assert status.container_statuses[0].image_id == store.resolve(remote)
+        reasons = []
+        deadline = time.monotonic() + 60
+        while "ImagePullBackOff" not in reasons:
+            assert time.monotonic() < deadline, reasons
+            cs = bad.sync().container_statuses[0]
+            if not reasons or reasons[-1] != cs.state.waiting.reason:
+                reasons.append(cs.state.waiting.reason)
+                if cs.state.waiting.reason == "ErrImagePull":
+                    assert "nope" in cs.state.waiting.message
+            time.sleep(0.05)
+        assert reasons == ["ContainerCreating", "ErrImagePull", "ImagePullBackOff"]
+        status = good.sync()
+        assert status.phase == "Running" and status.container_statuses[0].restart_count == 0
+        deadline = time.monotonic() + 15
+        while log_lines(node, "pods-pull", "main") != ["pulled"]:
+            assert time.monotonic() < deadline, log_lines(node, "pods-pull", "main")
+            time.sleep(0.1)
+    finally:
+        bad.terminate(grace=0)
+        good.terminate(grace=0)

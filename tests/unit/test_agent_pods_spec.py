@@ -185,6 +185,32 @@ def test_pod_hostname_field() -> None:
     assert convert(pod(hostname="db-0")).hostname == "db-0"
 
 
+def test_joins_the_pods_ipc_and_uts_namespaces() -> None:
+    p = pod()
+    validate_pod(p, POD_DIR)
+    facts = sandbox(p)._replace(ipc=POD_DIR / "ns/ipc", uts=POD_DIR / "ns/uts")
+    cfg = container_config(p, 0, IMAGE, facts, POD_DIR / "containers/app/1", no_lookup)
+    validate(cfg)
+    assert cfg.namespace("ipc") == Namespace("ipc", str(POD_DIR / "ns/ipc"))
+    assert cfg.namespace("uts") == Namespace("uts", str(POD_DIR / "ns/uts"))
+    assert cfg.hostname is None  # set on the pod's UTS namespace when it was made
+    host = pod(hostNetwork=True)
+    facts = sandbox(host, True)._replace(ipc=POD_DIR / "ns/ipc")
+    cfg = container_config(host, 0, IMAGE, facts, POD_DIR / "containers/app/1", no_lookup)
+    assert cfg.namespace("ipc") == Namespace("ipc", str(POD_DIR / "ns/ipc"))
+    assert cfg.namespace("uts") is None and cfg.hostname is None
+
+
+def test_init_container_config() -> None:
+    p = pod(initContainers=[{"name": "setup", "image": "busybox", "command": ["true"]}])
+    validate_pod(p, POD_DIR)
+    cfg = container_config(p, 0, IMAGE, sandbox(p), POD_DIR / "containers/setup/1",
+                           no_lookup, init=True)
+    assert cfg.process.args == ("true",)
+    assert cfg.cgroups_path == "podium/podu1/setup"
+    assert cfg.annotations["io.kubernetes.container.name"] == "setup"
+
+
 def test_default_and_pod_file_mounts() -> None:
     cfg = convert(pod())
     assert cfg.mounts[:len(DEFAULT_MOUNTS)] == DEFAULT_MOUNTS
@@ -260,7 +286,14 @@ def test_volume_mounts() -> None:
     ({"containers": [{"name": "a"}]}, "spec.containers[0].image: is required"),
     ({"containers": [{"name": "a", "image": "i", "tty": True}]},
      "spec.containers[0].tty: not supported yet"),
-    ({"initContainers": [{"name": "a", "image": "i"}]}, "spec.initContainers: not supported yet"),
+    ({"initContainers": [{"name": "a", "image": "i", "readinessProbe": {
+        "exec": {"command": ["true"]}}}]},
+     "spec.initContainers[0].readinessProbe: must not be set for init containers"),
+    ({"initContainers": [{"name": "app", "image": "i"}]},
+     "spec.containers[0].name: duplicate container 'app'"),
+    ({"initContainers": [{"name": "a", "image": "i", "imagePullPolicy": "Sometimes"}]},
+     'spec.initContainers[0].imagePullPolicy: "Sometimes" is not Always, IfNotPresent or '
+     "Never"),
 ])
 def test_pod_errors_name_the_field(spec: dict[str, Any], message: str) -> None:
     assert error(pod(**spec)).startswith(message)

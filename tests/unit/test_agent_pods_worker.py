@@ -596,3 +596,72 @@ def test_host_network_publishes_nothing(world: World) -> None:
         {"containerPort": 80, "hostPort": 80}]}])
     assert PodWorker(pod, world.deps).sync().phase == "Running"
     assert nat.published == []
+
+
+# --- the pod's IPC and UTS namespaces -------------------------------------------------
+
+
+@dataclass
+class Held:
+    ipc: Path | None
+    uts: Path | None
+
+
+@dataclass
+class FakeNamespaces:
+    held: list[tuple[str, str | None, bool]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    def hold_namespaces(self, pod_uid: str, hostname: str | None, ipc: bool = True) -> Held:
+        self.held.append((pod_uid, hostname, ipc))
+        return Held(Path(f"/pods/{pod_uid}/ns/ipc") if ipc else None,
+                    Path(f"/pods/{pod_uid}/ns/uts") if hostname else None)
+
+    def pod_namespaces(self, pod_uid: str) -> Held:
+        return Held(None, None)
+
+    def release_namespaces(self, pod_uid: str) -> None:
+        self.released.append(pod_uid)
+
+
+def test_containers_join_the_pods_ipc_and_uts_namespaces(world: World) -> None:
+    holder = FakeNamespaces()
+    world.deps.namespaces = holder
+    pod = make_pod(initContainers=[{"name": "init", "image": "i"}],
+                   containers=[{"name": "a", "image": "i"}, {"name": "b", "image": "i"}])
+    worker = PodWorker(pod, world.deps)
+    worker.sync()
+    world.containers.exit("u1.init.1", 0)
+    worker.sync()
+    assert holder.held == [("u1", "web", True)]  # once for the pod
+    for cid in ("u1.a.1", "u1.b.1"):
+        cfg = world.containers.running[cid]
+        assert cfg.namespace("ipc").path == "/pods/u1/ns/ipc"  # type: ignore[union-attr]
+        assert cfg.namespace("uts").path == "/pods/u1/ns/uts"  # type: ignore[union-attr]
+        assert cfg.hostname is None
+    worker.terminate(0)
+    assert holder.released == ["u1"]
+
+
+def test_host_network_keeps_the_nodes_uts_namespace(world: World) -> None:
+    holder = FakeNamespaces()
+    world.deps.namespaces = holder
+    worker = PodWorker(make_pod(hostNetwork=True), world.deps)
+    worker.sync()
+    assert holder.held == [("u1", None, True)]
+    cfg = world.containers.running["u1.app.1"]
+    assert cfg.namespace("uts") is None and cfg.hostname is None
+    assert cfg.namespace("ipc").path == "/pods/u1/ns/ipc"  # type: ignore[union-attr]
+    worker.terminate(0)
+    assert holder.released == ["u1"] and world.sandbox.torn == []
+
+
+def test_the_sandbox_is_the_default_namespace_holder(world: World) -> None:
+    class Both(FakeSandbox, FakeNamespaces):
+        pass
+
+    sandbox = Both()
+    deps = WorkerDeps(sandbox=sandbox, containers=world.containers, images=world.images,
+                      volumes=world.volumes, pods_dir=world.deps.pods_dir,
+                      cgroup_parent="podium")
+    assert deps.namespaces is sandbox and world.deps.namespaces is None

@@ -1,4 +1,5 @@
-"""``podium-agent``: run the node agent (standalone on static pods, for now).
+"""``podium-agent``: run the node agent, on static pods and, with ``--scheduler``, on
+the pods the scheduler binds to this node.
 
 SIGTERM and SIGINT stop the loop and the gRPC server, not the pods: their
 containers keep running under their shims, and the next agent re-adopts them.
@@ -11,7 +12,7 @@ import logging
 import signal
 import socket
 import sys
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, ip_address
 from pathlib import Path
 from types import FrameType
 
@@ -28,17 +29,20 @@ from agent.daemon import (
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="podium-agent", description="podium's node agent")
-    p.add_argument("--scheduler", metavar="ADDR",
-                   help="the scheduler's address (not available yet)")
+    p.add_argument("--scheduler", metavar="ADDR", default="",
+                   help="the scheduler's address, host:port (default: none, static pods only)")
     p.add_argument("--node-name", default=socket.gethostname(), help="default: the host name")
+    p.add_argument("--node-ip", type=ip_address, default=None, metavar="IP",
+                   help="the node's InternalIP (default: the default route's address)")
     p.add_argument("--manifests", type=Path, default=DEFAULT_MANIFESTS, metavar="DIR",
                    help=f"static pod manifests (default {DEFAULT_MANIFESTS})")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="ADDR",
                    help=f"gRPC address, host:port or unix:PATH (default {DEFAULT_LISTEN})")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, metavar="DIR",
                    help=f"state: runtime, netns, pods (default {DEFAULT_ROOT})")
-    p.add_argument("--pod-cidr", type=IPv4Network, default=DEFAULT_STANDALONE_CIDR,
-                   metavar="CIDR", help=f"this node's pods (default {DEFAULT_STANDALONE_CIDR})")
+    p.add_argument("--pod-cidr", type=IPv4Network, default=None, metavar="CIDR",
+                   help="this node's pods (default: the scheduler's assignment, "
+                        f"or {DEFAULT_STANDALONE_CIDR} without one)")
     p.add_argument("--bridge", default="podium0", metavar="NAME")
     p.add_argument("--cgroup-parent", default="podium", metavar="NAME")
     p.add_argument("--image-store", type=Path, default=DEFAULT_IMAGE_STORE, metavar="DIR",
@@ -52,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.scheduler:
-        print("podium-agent: --scheduler: the scheduler is not available yet; "
-              "run without it to serve static pods from --manifests", file=sys.stderr)
-        return 2
+    pod_cidr = args.pod_cidr
+    if pod_cidr is None and not args.scheduler:
+        pod_cidr = DEFAULT_STANDALONE_CIDR
     config = AgentConfig(manifests=args.manifests, listen=args.listen, root=args.root,
-                         pod_cidr=args.pod_cidr, bridge=args.bridge,
+                         pod_cidr=pod_cidr, bridge=args.bridge,
                          cgroup_parent=args.cgroup_parent, node_name=args.node_name,
-                         image_store=args.image_store)
+                         image_store=args.image_store, scheduler=args.scheduler,
+                         node_ip=str(args.node_ip) if args.node_ip else "")
     agent = Agent(config)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -3,6 +3,9 @@
     start()   1. the runtime's fork server, first: before this process runs any
                  thread (gRPC's included), so shims are never forked from a threaded
                  process
+              1b. with a scheduler: register the node (``agent.link``), retried until
+                 the scheduler answers; without ``pod_cidr`` its network is the CIDR
+                 the scheduler assigns, so nothing of the network is made before
               2. the node network (bridge, NAT table, IP forwarding)
               3. recovery: relist the runtime's containers and the pods' sandboxes
                  and directories, adopt the pods the source still wants (running
@@ -37,10 +40,13 @@ from agent.recovery import plan_recovery, pod_uid_of, pod_uids_on_disk, remove_l
 if TYPE_CHECKING:
     import grpc
 
+    from agent.execs import ExecService
+    from agent.link import SchedulerLink
     from agent.network import PodNetwork
     from agent.pods import PodWorker, WorkerDeps
     from agent.server import HealthLike
-    from proto.podium.v1 import pod_pb2
+    from agent.sources import PodSource
+    from proto.podium.v1 import node_pb2, pod_pb2
     from runtime.api import Runtime
     from runtime.forkserver import ForkServer
     from runtime.state import State
@@ -52,13 +58,15 @@ DEFAULT_LISTEN = "0.0.0.0:7401"
 DEFAULT_STANDALONE_CIDR = IPv4Network("10.88.0.0/24")
 DEFAULT_MANIFESTS = Path("/etc/podium/manifests")
 DEFAULT_IMAGE_STORE = Path("/var/lib/podium/images")
+LOOP_STALLED = 120.0  # seconds without a loop step before the node says it is not Ready
 
 
 class AgentConfig(NamedTuple):
     manifests: Path = DEFAULT_MANIFESTS
     listen: str = DEFAULT_LISTEN
     root: Path = DEFAULT_ROOT
-    pod_cidr: IPv4Network = DEFAULT_STANDALONE_CIDR
+    # None: the scheduler's assignment (with ``scheduler``), else the standalone default.
+    pod_cidr: IPv4Network | None = DEFAULT_STANDALONE_CIDR
     bridge: str = "podium0"
     cgroup_parent: str = "podium"
     node_name: str = ""
@@ -67,6 +75,9 @@ class AgentConfig(NamedTuple):
     veth_prefix: str = "pd"
     period: float = 0.1  # seconds between loop steps
     manifest_poll: float = 0.1  # seconds between scans of the manifest directory (a few stats)
+    scheduler: str = ""  # the scheduler's address; "": standalone, static pods only
+    node_ip: str = ""  # the node's InternalIP; "": the default route's interface address
+    sync_timeout: float = 10.0  # seconds recovery waits for the scheduler's list of pods
 
 
 class Agent:
@@ -77,7 +88,10 @@ class Agent:
         self.server: grpc.Server | None = None
         self.port = 0
         self.health: HealthLike | None = None
-        self._postponed: set[str] = set()  # leftovers kept while manifests had errors
+        self.execs: ExecService | None = None  # Exec calls; built with the pod parts
+        self._postponed: set[str] = set()  # leftovers kept while a source was incomplete
+        self.link: SchedulerLink | None = None
+        self.pod_cidr: IPv4Network = config.pod_cidr or DEFAULT_STANDALONE_CIDR
 
     @property
     def pods_dir(self) -> Path:
@@ -100,6 +114,7 @@ class Agent:
 
         self.forkserver = ForkServer.start()  # before any thread: see the docstring
         try:
+            self._connect()
             self._build()
             self._recover()
             self._serve()
@@ -107,10 +122,37 @@ class Agent:
             self.close()
             raise
 
+    def _connect(self) -> None:
+        """Register with the scheduler (if any), taking its pod CIDR unless one was given;
+        the link's threads start here so the list of pods is there for recovery."""
+        from agent.link import SchedulerLink
+
+        c = self.config
+        if not c.scheduler:
+            return
+        self.link = SchedulerLink(c.scheduler, c.node_name, self._node_status,
+                                  pod_cidr=str(c.pod_cidr) if c.pod_cidr else "",
+                                  stop=self.stop_event)
+        node = self.link.register()
+        self.pod_cidr = IPv4Network(node.spec.pod_cidr)
+        self.link.start()
+
+    def _node_status(self, previous: node_pb2.NodeStatus | None) -> node_pb2.NodeStatus:
+        from agent.node import agent_endpoint, node_status, read_host
+
+        loop: PodLoop | None = getattr(self, "loop", None)
+        # A loop stuck this long (a sync that hangs) is not running pods any more.
+        stalled = (loop is not None and loop.last_step > 0
+                   and loop.clock() - loop.last_step > LOOP_STALLED)
+        return node_status(read_host(self.config.root, self.config.node_ip),
+                           endpoint=agent_endpoint(self.config.listen, self.port),
+                           ready=not stalled, previous=previous,
+                           ready_message="the pod loop is stalled" if stalled else "")
+
     def _build(self) -> None:
         from agent.network import NetworkConfig, PodNetwork, enable_ip_forwarding
         from agent.pods import HostVolumes, RuntimeContainers, StoreImages, WorkerDeps
-        from agent.sources import StaticManifestSource
+        from agent.sources import CombinedSource, StaticManifestSource
         from runtime.api import Runtime
         from runtime.images import ImageStore
 
@@ -118,7 +160,7 @@ class Agent:
         assert self.forkserver is not None
         self.rt: Runtime = Runtime(root=c.root / "runtime", cgroup_parent=c.cgroup_parent)
         self.net_config = NetworkConfig(
-            pod_cidr=c.pod_cidr, bridge=c.bridge, nft_table=c.nft_table,
+            pod_cidr=self.pod_cidr, bridge=c.bridge, nft_table=c.nft_table,
             veth_prefix=c.veth_prefix, state_dir=c.root / "agent" / "network",
             netns_dir=c.root / "netns", pods_dir=self.pods_dir)
         self.net: PodNetwork = PodNetwork(self.net_config)
@@ -129,8 +171,14 @@ class Agent:
             images=StoreImages(ImageStore(c.image_store)), volumes=HostVolumes(),
             pods_dir=self.pods_dir, cgroup_parent=c.cgroup_parent,
             host_ip=str(self.net.gateway.ip))
-        self.source = StaticManifestSource(c.manifests, poll_interval=c.manifest_poll)
-        self.loop = PodLoop(self.source, self._make_worker, spawn=run_in_thread)
+        self.static = StaticManifestSource(c.manifests, poll_interval=c.manifest_poll)
+        self.source: PodSource = (self.static if self.link is None
+                                  else CombinedSource(self.static, self.link.source))
+        self.loop = PodLoop(self.source, self._make_worker, spawn=run_in_thread,
+                            listener=self.link)
+        from agent.execs import make_exec_service
+
+        self.execs = make_exec_service(self.forkserver, self.rt, self.deps.images, self.pods_dir)
 
     def _make_worker(self, pod: pod_pb2.Pod) -> PodWorker:
         from agent.pods import PodWorker as Worker
@@ -148,6 +196,9 @@ class Agent:
     def _recover(self) -> None:
         from agent.sources import PodEventType
 
+        # Without the scheduler's whole list, pods not in it may still be wanted there.
+        unlisted = (self.link is not None
+                    and not self.link.source.wait_synced(self.config.sync_timeout))
         events = self.source.poll()
         wanted = {e.pod.metadata.uid: (e.pod, e.source) for e in events
                   if e.type is PodEventType.ADD and e.pod is not None}
@@ -159,12 +210,15 @@ class Agent:
             worker = self._adopt(pod, container_ids, states)
             if worker is not None:
                 self.loop.insert(pod, worker, source)
-        if any(e.type is PodEventType.ERROR for e in events):
-            # A manifest that does not parse (or a missing directory) may be what still
-            # wants these pods: leave them, rather than stop pods on a typo; a pod wanted
-            # again later is adopted then (``_make_worker``).
+        if unlisted or any(e.type is PodEventType.ERROR for e in events):
+            # A manifest that does not parse (or a missing directory), or a scheduler
+            # not heard yet, may be what still wants these pods: leave them, rather than
+            # stop pods on a typo or an outage; a pod wanted again later is adopted then
+            # (``_make_worker``).
             if plan.leftovers:
-                log.warning("manifests have errors: leaving pods %s as they are",
+                why = ("the scheduler's list of pods is not in yet" if unlisted
+                       else "manifests have errors")
+                log.warning("%s: leaving pods %s as they are", why,
                             ", ".join(plan.leftovers))
             self._postponed = set(plan.leftovers)
         else:
@@ -213,12 +267,30 @@ class Agent:
 
         while not self.stop_event.is_set():
             self.loop.step()
+            if self._postponed and self._listed():
+                self._remove_postponed()
             if self.health is not None:
                 set_health(self.health, True)
             self.stop_event.wait(self.config.period)
 
+    def _listed(self) -> bool:
+        """The scheduler's whole list of pods has reached the loop, and no manifest is
+        in error: a leftover nobody claimed by now is not wanted."""
+        return (self.link is not None and self.link.source.synced
+                and not self.loop.source_errors)
+
+    def _remove_postponed(self) -> None:
+        states = {s.id: s for s in self.rt.containers()}
+        for uid in sorted(self._postponed):
+            log.info("pod %s: not in the scheduler's list, removing what is left of it", uid)
+            self._remove(uid, [c for c in states if pod_uid_of(c) == uid])
+        self._postponed.clear()
+
     def close(self) -> None:
         """Stop serving; the pods keep running for the next agent to adopt."""
+        if self.link is not None:
+            self.link.close()  # the scheduler then sees the node's lease run out
+            self.link = None
         if self.server is not None:
             from agent.server import set_health
 
@@ -226,6 +298,8 @@ class Agent:
                 set_health(self.health, False)
             self.server.stop(grace=1).wait()
             self.server = None
+        if self.execs is not None:
+            self.execs.close()  # its helpers end, so the fork server can stop
         if self.forkserver is not None:
             self.forkserver.close()
             self.forkserver = None

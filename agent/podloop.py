@@ -12,6 +12,10 @@ added again while its earlier self is still being removed waits for that to end.
 
 What the gRPC server reads is ``pods()``: a snapshot (a new dict every step, each
 Pod carrying its status), safe to read from other threads without a lock.
+
+A ``StatusListener`` (the scheduler link) hears of each pod whose status changed,
+on the loop's thread, and of each pod once it is stopped and removed (a REMOVE's
+pod may carry ``metadata.deletion_grace_period_seconds``: that grace period is used).
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ log = logging.getLogger("podium.agent")
 class Worker(Protocol):
     def sync(self, pod: pod_pb2.Pod | None = None) -> pod_pb2.PodStatus: ...
     def terminate(self, grace: float | None = None) -> pod_pb2.PodStatus: ...
+
+
+class StatusListener(Protocol):
+    """Told about pods' statuses; must return at once (no network on these calls)."""
+
+    def pod_status(self, pod: pod_pb2.Pod, source: str) -> None:
+        """``pod`` (its status included) has a status different from the last one."""
+
+    def pod_stopped(self, pod: pod_pb2.Pod, source: str) -> None:
+        """``pod`` is gone from the node: its containers stopped, its parts removed
+        (or it never started). Called from a termination thread."""
 
 
 MakeWorker = Callable[[pod_pb2.Pod], Worker]
@@ -58,8 +73,10 @@ class _Entry:
 
 class PodLoop:
     def __init__(self, source: PodSource, make_worker: MakeWorker,
-                 clock: Callable[[], float] = time.monotonic, spawn: Spawn = run_inline) -> None:
+                 clock: Callable[[], float] = time.monotonic, spawn: Spawn = run_inline,
+                 listener: StatusListener | None = None) -> None:
         self.source = source
+        self.listener = listener
         self.make_worker = make_worker
         self.clock = clock
         self.spawn = spawn
@@ -114,7 +131,10 @@ class PodLoop:
             for warning in event.warnings:
                 log.warning("%s: %s", event.source, warning)
             if event.type is PodEventType.REMOVE:
-                self._remove(event.pod.metadata.uid)
+                meta = event.pod.metadata
+                grace = (float(meta.deletion_grace_period_seconds)
+                         if meta.HasField("deletion_grace_period_seconds") else None)
+                self._remove(meta.uid, grace)
             else:
                 self._want(event.pod, event.source)
 
@@ -143,7 +163,7 @@ class PodLoop:
             return
         entry.pod, entry.source, entry.changed = pod, source, True
 
-    def _remove(self, uid: str) -> None:
+    def _remove(self, uid: str, grace: float | None = None) -> None:
         self._deferred.pop(uid, None)
         entry = self._entries.get(uid)
         if entry is None or entry.terminating:
@@ -151,17 +171,20 @@ class PodLoop:
         worker = entry.worker
         if worker is None:
             del self._entries[uid]
+            self._stopped(entry, entry.status)
             return
         entry.terminating = True
 
         def terminate() -> None:
+            status = entry.status
             try:
-                worker.terminate()
+                status = worker.terminate(grace)
             except Exception as e:  # noqa: BLE001 - logged; the pod is dropped all the same
                 log.error("pod %s: %s", _name(entry.pod), e)
             with self._lock:
                 if self._entries.get(uid) is entry:
                     del self._entries[uid]
+            self._stopped(entry, status)
 
         self.spawn(terminate)
 
@@ -191,8 +214,22 @@ class PodLoop:
         pod.CopyFrom(entry.pod)
         pod.status.CopyFrom(entry.status)
         view = dict(self._view)  # readers hold the old dict: never change it in place
+        old = view.get(entry.pod.metadata.uid)
         view[entry.pod.metadata.uid] = pod
         self._view = view
+        if self.listener is not None and (old is None or old.status != pod.status):
+            self.listener.pod_status(pod, entry.source)
+
+    def _stopped(self, entry: _Entry, status: pod_pb2.PodStatus) -> None:
+        if self.listener is None:
+            return
+        pod = pod_pb2.Pod()
+        pod.CopyFrom(entry.pod)
+        pod.status.CopyFrom(status)
+        try:
+            self.listener.pod_stopped(pod, entry.source)
+        except Exception as e:  # noqa: BLE001 - the loop outlives a broken listener
+            log.error("pod %s: reporting it stopped: %s", _name(entry.pod), e)
 
     def _publish(self) -> None:
         view: dict[str, pod_pb2.Pod] = {}

@@ -5,7 +5,9 @@
                timestamps, limit_bytes (the CRI prefix is stripped, as kubectl shows)
     Stats      per container cpu / memory / pids from its cgroup, pod cgroup totals,
                node totals from psutil
-    Exec       not served yet: UNIMPLEMENTED, saying so
+    Exec       a command in a running container, stdio streamed both ways, with a
+               terminal on request (``agent.execs``); UNIMPLEMENTED for an agent
+               without an exec service
 
 Health (``grpc.health.v1``) reports SERVING for "" and ``podium.v1.AgentService``
 while the pod loop steps; reflection lets grpcurl list the services.
@@ -30,6 +32,7 @@ from agent.pods.spec import pod_cgroup
 from proto.podium.v1 import agent_pb2, agent_pb2_grpc, pod_pb2
 
 if TYPE_CHECKING:
+    from agent.execs import ExecService
     from agent.podloop import PodLoop
     from runtime.api import Runtime
     from runtime.cgroups.base import CgroupStats
@@ -182,9 +185,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def Exec(self, request_iterator: Iterator[agent_pb2.ExecRequest],
              context: grpc.ServicerContext) -> Iterator[agent_pb2.ExecResponse]:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "Exec: not available in this podium-agent yet")
-        yield agent_pb2.ExecResponse()  # never reached; makes this a generator
+        execs: ExecService | None = getattr(self.agent, "execs", None)
+        if execs is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                          "Exec: not available in this podium-agent (no exec service)")
+        yield from execs.serve(request_iterator, context, self.agent.loop.pods())
 
     # --- helpers ------------------------------------------------------------------
 

@@ -2,9 +2,9 @@
 
 A source reports changes as ``PodEvent``s (ADD, UPDATE, REMOVE, and ERROR for
 input it could not use); the agent's loop calls ``poll()`` and hands the pods
-to its workers. Two sources are planned: ``StaticManifestSource`` (a directory
-of Pod manifests, like the kubelet's static pods) here, and the scheduler's
-WatchPods stream later.
+to its workers. Two sources: ``StaticManifestSource`` (a directory of Pod
+manifests, like the kubelet's static pods) here, and the scheduler's WatchPods
+stream (``agent.link.SchedulerPodSource``); ``CombinedSource`` polls several.
 
 Static pods: each ``*.yaml``, ``*.yml`` or ``*.json`` file (hidden files are
 skipped, so editors' swap files are too) holds one or more Pod documents.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -31,8 +32,11 @@ from typing import NamedTuple, Protocol
 from proto import kube
 from proto.podium.v1 import pod_pb2
 
+log = logging.getLogger("podium.agent")
+
 __all__ = [
     "MANIFEST_SUFFIXES",
+    "CombinedSource",
     "PodEvent",
     "PodEventType",
     "PodSource",
@@ -75,6 +79,24 @@ class PodSource(Protocol):
     def poll(self) -> list[PodEvent]:
         """The changes since the last call, in order; [] when nothing changed."""
         ...
+
+
+class CombinedSource:
+    """Several sources as one: each polled in turn, their events in that order.
+
+    A source that raises is logged and skipped, so the others' events are not lost."""
+
+    def __init__(self, *sources: PodSource) -> None:
+        self.sources = sources
+
+    def poll(self) -> list[PodEvent]:
+        events: list[PodEvent] = []
+        for source in self.sources:
+            try:
+                events.extend(source.poll())
+            except Exception as e:  # noqa: BLE001 - one broken source must not hide the rest
+                log.error("pod source %s: %s", type(source).__name__, e)
+        return events
 
 
 def static_pod_uid(path: str, namespace: str, name: str) -> str:

@@ -65,6 +65,8 @@ def exec_process(state: State, cgroup: Cgroup, process: Process, stdio: Stdio,
     ready = False
     try:
         # Stage 1's pid and stage 2's ready come from two processes, in either order.
+        # Read on to end of file: the pipe is close-on-exec, so it ends when execve
+        # succeeded, and an execve that failed after "ready" still reports why.
         for message in channel.messages(sync_r):
             if "pid" in message:
                 pid = message["pid"]
@@ -72,8 +74,8 @@ def exec_process(state: State, cgroup: Cgroup, process: Process, stdio: Stdio,
                 raise SetupError(message["error"])
             elif message.get("ready"):
                 ready = True
-            if pid and ready:
-                return pid
+        if pid and ready:
+            return pid
         raise SetupError("exec: the process exited during set-up without saying why")
     except BaseException:
         if pid:
@@ -133,7 +135,11 @@ def _stage2(process: Process, sync_w: int, console: Console | None,
         # Loaded before "ready", not after: a failure must still reach the caller.
         seccomp_filter.load_before_exec()
         channel.send(sync_w, ready=True)
-        os.execve(path, list(process.args), environ_of(process))
+        try:
+            os.execve(path, list(process.args), environ_of(process))
+        except OSError as e:  # ENOEXEC, a noexec mount, a missing #! interpreter
+            reason = (e.strerror or str(e)).lower()
+            raise SetupError(f"exec: {path}: {reason}") from None
     except BaseException as e:  # noqa: BLE001
         report_error(sync_w, e)
     os._exit(127)

@@ -178,9 +178,9 @@ def test_agent_runs_serves_readopts_and_removes_a_static_pod(node: Node,
         assert figures.name == "main" and figures.pids.current >= 1
         assert figures.memory.usage_bytes > 0
 
-        with pytest.raises(grpc.RpcError) as exec_error:
+        with pytest.raises(grpc.RpcError) as exec_error:  # the first message must be start
             list(stub.Exec(iter([agent_pb2.ExecRequest()]), timeout=5))
-        assert exec_error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert exec_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
         # SIGKILL: the container keeps running, and a new agent adopts it.
         assert node.proc is not None

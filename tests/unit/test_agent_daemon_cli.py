@@ -1,4 +1,4 @@
-"""podium-agent's command line: defaults, and --scheduler refused plainly."""
+"""podium-agent's command line: defaults, the scheduler's options, usage errors."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ def test_defaults_follow_the_design() -> None:
     args = parser().parse_args([])
     assert args.listen == "0.0.0.0:7401"
     assert args.root == Path("/run/podium")
-    assert args.pod_cidr == IPv4Network("10.88.0.0/24")
+    assert args.pod_cidr is None  # the scheduler's, or 10.88.0.0/24 without one
+    assert args.scheduler == "" and args.node_ip is None
     assert args.bridge == "podium0" and args.cgroup_parent == "podium"
     assert args.image_store == Path("/var/lib/podium/images")
 
 
-def test_scheduler_is_refused_until_it_exists(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--scheduler", "127.0.0.1:7400"]) == 2
-    assert "the scheduler is not available yet" in capsys.readouterr().err
+def test_scheduler_options_parse() -> None:
+    args = parser().parse_args(["--scheduler", "127.0.0.1:7400", "--node-name", "n1",
+                                "--node-ip", "192.0.2.7", "--pod-cidr", "10.88.3.0/24"])
+    assert args.scheduler == "127.0.0.1:7400" and args.node_name == "n1"
+    assert str(args.node_ip) == "192.0.2.7"
+    assert args.pod_cidr == IPv4Network("10.88.3.0/24")
 
 
 def test_a_bad_cidr_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
@@ -23,6 +24,8 @@ from scheduler.store.base import StoreError
 
 def agent_address(node: node_pb2.Node) -> str:
     endpoint = node.status.daemon_endpoints.agent_endpoint
+    if endpoint.address.startswith("unix:"):  # an agent on this machine
+        return endpoint.address
     if not endpoint.port:
         raise Precondition(f"node {node.metadata.name} reports no agent endpoint")
     host = endpoint.address
@@ -61,6 +64,16 @@ def _relay_error(context: grpc.ServicerContext, error: grpc.RpcError) -> None:
     context.abort(code, details or "agent unavailable")
 
 
+def _relay(call: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    """The agent's answers, passed on; the agent's call ends with the client's."""
+    context.add_callback(call.cancel)
+    try:
+        yield from call
+    except grpc.RpcError as error:
+        if context.is_active():
+            _relay_error(context, error)
+
+
 class ProxyMethods:
     """Mixed into the ClusterService servicer (scheduler/api/service.py)."""
 
@@ -86,13 +99,7 @@ class ProxyMethods:
     def Logs(self, request: agent_pb2.LogsRequest,
              context: grpc.ServicerContext) -> Iterator[agent_pb2.LogsResponse]:
         stub = self._agent_of_pod(request.namespace, request.pod, request.node_name)
-        call = stub.Logs(request)
-        context.add_callback(call.cancel)
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            if context.is_active():
-                _relay_error(context, error)
+        yield from _relay(stub.Logs(request), context)
 
     def Exec(self, requests: Iterator[agent_pb2.ExecRequest],
              context: grpc.ServicerContext) -> Iterator[agent_pb2.ExecResponse]:
@@ -109,13 +116,7 @@ class ProxyMethods:
             yield first
             yield from requests
 
-        call = stub.Exec(upstream())
-        context.add_callback(call.cancel)
-        try:
-            yield from call
-        except grpc.RpcError as error:
-            if context.is_active():
-                _relay_error(context, error)
+        yield from _relay(stub.Exec(upstream()), context)
 
     @unary
     def Stats(self, request: agent_pb2.StatsRequest,

@@ -1,0 +1,146 @@
+"""Several podium nodes on one machine: a scheduler process and agents, each agent
+in a network namespace of its own with its own state root, bridge and cgroup parent.
+
+Everything listens on unix sockets under the test's directory, which every
+network namespace reaches. Processes are ended by PID; containers, network
+namespaces and cgroups the agents leave are removed by `close()`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from agent.network import create_netns, remove_netns
+from runtime.api import Runtime
+from runtime.images import ImageStore, import_rootfs
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def import_busybox(store_dir: Path, rootfs: Path, reference: str) -> None:
+    store = ImageStore(store_dir)
+    tarball = store_dir.parent / "busybox-image.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    import_rootfs(store, tarball, reference)
+    tarball.unlink()
+
+
+class Process:
+    """A podium daemon started by the test, logging to a file."""
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.argv, self.log = argv, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=REPO, stdout=out, stderr=out)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class SchedulerProcess(Process):
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.sock = tmp / "scheduler.sock"
+        self.address = f"unix:{self.sock}"
+        super().__init__([sys.executable, "-m", "scheduler.cli", "--listen", self.address,
+                          "--data", str(tmp / "scheduler"), *extra], tmp / "scheduler.log")
+
+
+class AgentNode(Process):
+    def __init__(self, tmp: Path, name: str, scheduler: str, images: Path,
+                 cgroup_parent: str, bridge: str) -> None:
+        self.name = name
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.netns = self.dir / "netns"
+        self.root = self.dir / "root"
+        self.sock = self.dir / "agent.sock"
+        self.cgroup_parent = cgroup_parent
+        create_netns(self.netns)
+        (self.dir / "manifests").mkdir()
+        super().__init__(
+            ["nsenter", f"--net={self.netns}", sys.executable, "-m", "agent.cli",
+             "--scheduler", scheduler, "--node-name", name, "--node-ip", "127.0.0.1",
+             "--manifests", str(self.dir / "manifests"), "--listen", f"unix:{self.sock}",
+             "--root", str(self.root), "--bridge", bridge, "--cgroup-parent", cgroup_parent,
+             "--image-store", str(images)], self.dir / "agent.log")
+
+    def runtime(self) -> Runtime:
+        return Runtime(root=self.root / "runtime", cgroup_parent=self.cgroup_parent)
+
+    def close(self) -> None:
+        """Kills the agent and removes what it left: containers, pod namespaces,
+        the node's namespace."""
+        self.kill()
+        rt = self.runtime()
+        for state in rt.containers():
+            rt.delete(state.id, force=True)
+        for sub in ("netns", "agent/pods"):
+            base = self.root / sub
+            for entry in sorted(base.rglob("*"), reverse=True) if base.is_dir() else []:
+                if entry.name in ("ipc", "uts", "net") or entry.parent.name == "netns":
+                    _unmount_quietly(entry)
+        netns_dir = self.root / "netns"
+        for name in os.listdir(netns_dir) if netns_dir.is_dir() else []:
+            remove_netns(netns_dir / name)
+        remove_netns(self.netns)
+        remove_cgroup_dirs(self.cgroup_parent)
+
+
+def remove_cgroup_dirs(path: str) -> None:
+    """Removes an (empty) cgroup path from every hierarchy, deepest first."""
+    root = Path("/sys/fs/cgroup")
+    for hierarchy in [root, *root.iterdir()] if root.is_dir() else []:
+        top = hierarchy / path
+        if not top.is_dir():
+            continue
+        for directory in sorted((d for d in top.rglob("*") if d.is_dir()), reverse=True):
+            directory.rmdir()
+        top.rmdir()
+
+
+def _unmount_quietly(path: Path) -> None:
+    if os.path.ismount(path):
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0,
+             logs: Callable[[], str] = lambda: "") -> T:
+    """Polls `probe` until it returns something true; UNAVAILABLE counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = probe()
+        except grpc.RpcError as e:
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            found = None
+        if found is not None and found is not False:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n"
+                                 f"{logs()[-6000:]}")
+        time.sleep(0.1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import socket
 import sys
@@ -26,12 +27,15 @@ from agent.daemon import (
     AgentConfig,
 )
 
+DEFAULT_BRIDGE = "podium0"
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="podium-agent", description="podium's node agent")
     p.add_argument("--scheduler", metavar="ADDR", default="",
                    help="the scheduler's address, host:port (default: none, static pods only)")
-    p.add_argument("--node-name", default=socket.gethostname(), help="default: the host name")
+    p.add_argument("--node-name", default="",
+                   help="default: the host name, plus -BRIDGE when --bridge is not podium0")
     p.add_argument("--node-ip", type=ip_address, default=None, metavar="IP",
                    help="the node's InternalIP (default: the default route's address)")
     p.add_argument("--manifests", type=Path, default=DEFAULT_MANIFESTS, metavar="DIR",
@@ -43,7 +47,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-cidr", type=IPv4Network, default=None, metavar="CIDR",
                    help="this node's pods (default: the scheduler's assignment, "
                         f"or {DEFAULT_STANDALONE_CIDR} without one)")
-    p.add_argument("--bridge", default="podium0", metavar="NAME")
+    p.add_argument("--bridge", default=DEFAULT_BRIDGE, metavar="NAME",
+                   help="the node's pod bridge; it also names the nftables table, so "
+                        "several agents on one machine differ by --bridge, --root, --listen "
+                        "and --cgroup-parent alone")
     p.add_argument("--cgroup-parent", default="podium", metavar="NAME")
     p.add_argument("--image-store", type=Path, default=DEFAULT_IMAGE_STORE, metavar="DIR",
                    help=f"the node's image store (default {DEFAULT_IMAGE_STORE})")
@@ -52,16 +59,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def node_identity(node_name: str, bridge: str) -> tuple[str, str]:
+    """The node's name and its nftables table: an agent on its own bridge is a
+    node of its own, so two agents on one machine never share either."""
+    if bridge == DEFAULT_BRIDGE:
+        return node_name or socket.gethostname(), "podium"
+    suffix = re.sub(r"[^A-Za-z0-9]", "-", bridge).strip("-").lower()
+    return node_name or f"{socket.gethostname()}-{suffix}", "podium_" + suffix.replace("-", "_")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node_name, nft_table = node_identity(args.node_name, args.bridge)
     pod_cidr = args.pod_cidr
     if pod_cidr is None and not args.scheduler:
         pod_cidr = DEFAULT_STANDALONE_CIDR
     config = AgentConfig(manifests=args.manifests, listen=args.listen, root=args.root,
                          pod_cidr=pod_cidr, bridge=args.bridge,
-                         cgroup_parent=args.cgroup_parent, node_name=args.node_name,
+                         cgroup_parent=args.cgroup_parent, node_name=node_name,
+                         nft_table=nft_table,
                          image_store=args.image_store, scheduler=args.scheduler,
                          node_ip=str(args.node_ip) if args.node_ip else "")
     agent = Agent(config)

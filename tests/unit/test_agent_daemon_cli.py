@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
-from agent.cli import main, parser
+from agent.cli import main, node_identity, parser
 
 
 def test_defaults_follow_the_design() -> None:
@@ -33,3 +34,10 @@ def test_a_bad_cidr_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main(["--pod-cidr", "10.88.0.0/33"])
     assert stopped.value.code == 2
     assert "--pod-cidr" in capsys.readouterr().err
+
+
+def test_an_agent_on_its_own_bridge_is_a_node_of_its_own() -> None:
+    host = socket.gethostname()
+    assert node_identity("", "podium0") == (host, "podium")
+    assert node_identity("", "br-2") == (f"{host}-br-2", "podium_br_2")
+    assert node_identity("n7", "br-2") == ("n7", "podium_br_2")

@@ -172,6 +172,8 @@ class Registry:
         if resource_version and objects.meta(current).resource_version != resource_version:
             raise Conflict(f"{key} changed since version {resource_version}")
         if key.kind == "Namespace":
+            if key.name == DEFAULT_NAMESPACE:
+                raise Invalid("metadata.name", 'the "default" namespace cannot be deleted')
             self._delete_namespace_contents(key.name)
         if key.kind not in _GRACEFUL_KINDS or force or not current.pod.spec.node_name \
                 or grace_period_seconds == 0 or pod_stopped(current.pod):

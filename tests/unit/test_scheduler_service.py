@@ -296,3 +296,17 @@ def test_a_client_leaving_mid_watch_costs_nothing(scheduler: Scheduler, stub: St
     for call in calls:
         call.cancel()
     wait_for(lambda: store.watch_count <= before)
+
+
+def test_a_namespace_takes_its_objects_with_it(stub: Stub) -> None:
+    ns = cluster_pb2.Object()
+    ns.namespace.metadata.name = "team"
+    stub.Create(cluster_pb2.CreateRequest(object=ns))
+    p = pod("web")
+    p.metadata.namespace = "team"
+    create(stub, p)
+    stub.Delete(cluster_pb2.DeleteRequest(kind="Namespace", name="team"))
+    assert not stub.List(cluster_pb2.ListRequest(kind="Pod", namespace="team")).items
+    code, details = code_of(lambda: stub.Delete(cluster_pb2.DeleteRequest(
+        kind="Namespace", name="default")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "default" in details

@@ -168,6 +168,19 @@ class Registry:
 
     def delete(self, key: Key, grace_period_seconds: int | None = None,
                force: bool = False, resource_version: str = "") -> cluster_pb2.Object:
+        if resource_version:
+            return self._delete_once(key, grace_period_seconds, force, resource_version)
+        # Without a version the caller wants it gone whatever it became: a
+        # controller's write between our read and our delete is no conflict.
+        for _ in range(10):
+            try:
+                return self._delete_once(key, grace_period_seconds, force, "")
+            except Conflict:
+                continue
+        raise Conflict(f"{key} kept changing while being deleted; try again")
+
+    def _delete_once(self, key: Key, grace_period_seconds: int | None, force: bool,
+                     resource_version: str) -> cluster_pb2.Object:
         current = self.store.get(key)
         if resource_version and objects.meta(current).resource_version != resource_version:
             raise Conflict(f"{key} changed since version {resource_version}")

@@ -55,11 +55,11 @@ class HollowNode:
     """An agent without containers: registers, heartbeats, runs pods on paper."""
 
     def __init__(self, stub: cluster_pb2_grpc.ClusterServiceStub, name: str,
-                 **resources: str) -> None:
+                 cpu: str = "4", memory: str = "8Gi", pods: str = "110") -> None:
         self.stub = stub
         self.name = name
         self.node = stub.RegisterNode(
-            cluster_pb2.RegisterNodeRequest(node=node_message(name, **resources))).node
+            cluster_pb2.RegisterNodeRequest(node=node_message(name, cpu, memory, pods))).node
         self.stop = threading.Event()
         self.pods: dict[str, pod_pb2.Pod] = {}
         self._threads = [threading.Thread(target=self._beat, daemon=True),

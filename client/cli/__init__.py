@@ -21,9 +21,15 @@ from types import ModuleType
 VERSION = "0.1.0"
 
 # Command groups in the order ``--help`` lists them: name → module under client.cli.
-GROUPS = {"image": "image"}
+GROUPS = {"image": "image", "up": "up"}  # up.py registers both up and down
+# The cluster verbs, kubectl's: each module registers several top-level commands.
+GROUPS.update({"objects": "objects", "show": "show", "workloads": "workloads",
+               "cluster": "cluster"})
 
 EPILOG = """examples:
+  podium apply -f web.yaml
+  podium get pods -o wide
+  podium describe pod web-6dr2k
   podium image import rootfs.tar.gz busybox:latest
   podium image pull registry.example:5000/team/app:1.2
   podium image ls
@@ -64,7 +70,7 @@ def _group(name: str) -> ModuleType:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, sys.argv[1:] if argv is None else argv)
     func: Callable[[argparse.Namespace], int | None] | None = args.func
     if func is None:
         # A group named without a command prints that group's help (``podium image``).
@@ -84,8 +90,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # every failure becomes one line; --debug shows where
         if args.debug:
             raise
-        sys.stderr.write(f"podium: {one_line(e)}\n")
+        # The scheduler's refusals read as kubectl's ("Error from server (NotFound): …").
+        from client.api import ServerError
+
+        prefix = "" if isinstance(e, ServerError) else "podium: "
+        sys.stderr.write(f"{prefix}{one_line(e)}\n")
         return 1
+
+
+def _parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
+    """Arguments after the first ``--`` go to a command that takes them
+    (``podium exec POD --server X -- CMD…``) as ``args.after_dashes``: argparse
+    alone cannot tell them from the options written before them."""
+    if "--" not in argv:
+        return parser.parse_args(argv)
+    cut = argv.index("--")
+    args = parser.parse_args(argv[:cut])
+    if not hasattr(args, "after_dashes"):
+        parser.error(f"unrecognized arguments: {' '.join(argv[cut:])}")
+    args.after_dashes = argv[cut + 1:]
+    return args
 
 
 def one_line(e: BaseException) -> str:
@@ -94,9 +118,12 @@ def one_line(e: BaseException) -> str:
         where = f": {e.filename}" if e.filename else ""
         return f"{e.strerror}{where}"
     text = " ".join(str(e).split()) or type(e).__name__
+    from client.api import ClientError
+    from proto.kube import ManifestError
     from runtime.images import ImageError
 
-    return text if isinstance(e, ImageError | UsageError) else f"{type(e).__name__}: {text}"
+    own = ImageError | UsageError | ClientError | ManifestError | RuntimeError | TimeoutError
+    return text if isinstance(e, own) else f"{type(e).__name__}: {text}"
 
 
 class UsageError(Exception):

@@ -7,7 +7,7 @@ APT_PACKAGES := python3-venv python3-dev gcc libcap-dev libseccomp-dev busybox-s
 	iproute2 nftables runc crun procps docker-registry skopeo
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-integration demo bench lint clean
+.PHONY: setup test test-unit test-integration demo runtime-demo bench lint clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ test-integration: setup
 
 demo: setup
 	bash deploy/demo.sh
+
+runtime-demo: setup
+	bash deploy/runtime-demo.sh
 
 bench: setup
 	$(PY) -m compileall -q runtime >/dev/null

@@ -137,6 +137,10 @@ class Agent:
         self.pod_cidr = IPv4Network(node.spec.pod_cidr)
         self.link.start()
 
+    def node_status(self) -> node_pb2.NodeStatus:
+        """The node's status as the scheduler is told it (Stats shows it too)."""
+        return self._node_status(None)
+
     def _node_status(self, previous: node_pb2.NodeStatus | None) -> node_pb2.NodeStatus:
         from agent.node import agent_endpoint, node_status, read_host
 

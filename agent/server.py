@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent import logs
 from agent.pods.spec import pod_cgroup
-from proto.podium.v1 import agent_pb2, agent_pb2_grpc, pod_pb2
+from proto.podium.v1 import agent_pb2, agent_pb2_grpc, node_pb2, pod_pb2
 
 if TYPE_CHECKING:
     from agent.execs import ExecService
@@ -179,6 +179,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         disk = psutil.disk_usage(str(root))
         node.fs.CopyFrom(agent_pb2.FsStats(capacity_bytes=disk.total,
                                            available_bytes=disk.free, used_bytes=disk.used))
+        status: Callable[[], node_pb2.NodeStatus] | None = getattr(self.agent, "node_status",
+                                                                   None)
+        if status is not None:
+            node.status.CopyFrom(status())
         return node
 
     # --- Exec ---------------------------------------------------------------------

@@ -174,6 +174,8 @@ def test_agent_runs_serves_readopts_and_removes_a_static_pod(node: Node,
         assert stats.node.node_name == "ptnode"
         assert stats.node.memory.limit_bytes > 0 and stats.node.process_count > 0
         assert stats.node.cpu.usage_core_nanoseconds > 0
+        assert stats.node.status.allocatable["pods"] and any(
+            c.type == "Ready" and c.status == "True" for c in stats.node.status.conditions)
         figures = stats.pods[0].containers[0]
         assert figures.name == "main" and figures.pids.current >= 1
         assert figures.memory.usage_bytes > 0

@@ -23,52 +23,53 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from proto.podium.v1 import node_pb2 as proto_dot_podium_dot_v1_dot_node__pb2
 from proto.podium.v1 import pod_pb2 as proto_dot_podium_dot_v1_dot_pod__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/podium/v1/agent.proto\x12\tpodium.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19proto/podium/v1/pod.proto\"<\n\x0fListPodsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\"0\n\x10ListPodsResponse\x12\x1c\n\x04pods\x18\x01 \x03(\x0b\x32\x0e.podium.v1.Pod\"\x89\x02\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rsince_seconds\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08previous\x18\x07 \x01(\x08\x12\x12\n\ntimestamps\x18\x08 \x01(\x08\x12\x18\n\x0blimit_bytes\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x11\n\tnode_name\x18\n \x01(\tB\r\n\x0b_tail_linesB\x10\n\x0e_since_secondsB\x0e\n\x0c_limit_bytes\"\x1c\n\x0cLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x92\x01\n\x0b\x45xecRequest\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.podium.v1.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12)\n\x06resize\x18\x03 \x01(\x0b\x32\x17.podium.v1.TerminalSizeH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x42\t\n\x07request\"\xae\x01\n\tExecStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0b\n\x03tty\x18\x05 \x01(\x08\x12\r\n\x05stdin\x18\x06 \x01(\x08\x12.\n\rterminal_size\x18\x07 \x01(\x0b\x32\x17.podium.v1.TerminalSize\x12\x11\n\tnode_name\x18\x08 \x01(\t\"-\n\x0cTerminalSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x02 \x01(\r\"c\n\x0c\x45xecResponse\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12#\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x13.podium.v1.ExecExitH\x00\x42\n\n\x08response\">\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06signal\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"A\n\x0cStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\"V\n\rStatsResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.podium.v1.NodeStats\x12!\n\x04pods\x18\x02 \x03(\x0b\x32\x13.podium.v1.PodStats\"\xc9\x01\n\tNodeStats\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03\x63pu\x18\x03 \x01(\x0b\x32\x13.podium.v1.CpuStats\x12&\n\x06memory\x18\x04 \x01(\x0b\x32\x16.podium.v1.MemoryStats\x12\x15\n\rprocess_count\x18\x05 \x01(\x04\x12\x1e\n\x02\x66s\x18\x06 \x01(\x0b\x32\x12.podium.v1.FsStats\"\xb1\x01\n\x08PodStats\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12-\n\ncontainers\x18\x04 \x03(\x0b\x32\x19.podium.v1.ContainerStats\x12 \n\x03\x63pu\x18\x05 \x01(\x0b\x32\x13.podium.v1.CpuStats\x12&\n\x06memory\x18\x06 \x01(\x0b\x32\x16.podium.v1.MemoryStats\"\xcc\x01\n\x0e\x43ontainerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03\x63pu\x18\x04 \x01(\x0b\x32\x13.podium.v1.CpuStats\x12&\n\x06memory\x18\x05 \x01(\x0b\x32\x16.podium.v1.MemoryStats\x12\"\n\x04pids\x18\x06 \x01(\x0b\x32\x14.podium.v1.PidsStats\"Y\n\x08\x43puStats\x12\x1e\n\x16usage_core_nanoseconds\x18\x01 \x01(\x04\x12\x18\n\x10usage_nano_cores\x18\x02 \x01(\x04\x12\x13\n\x0blimit_cores\x18\x03 \x01(\x01\"\x91\x01\n\x0bMemoryStats\x12\x13\n\x0busage_bytes\x18\x01 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x02 \x01(\x04\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x04 \x01(\x04\x12\x13\n\x0blimit_bytes\x18\x05 \x01(\x04\x12\x11\n\toom_kills\x18\x06 \x01(\x04\"+\n\tPidsStats\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"N\n\x07\x46sStats\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x01 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x02 \x01(\x04\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x32\x87\x02\n\x0c\x41gentService\x12\x43\n\x08ListPods\x12\x1a.podium.v1.ListPodsRequest\x1a\x1b.podium.v1.ListPodsResponse\x12\x39\n\x04Logs\x12\x16.podium.v1.LogsRequest\x1a\x17.podium.v1.LogsResponse0\x01\x12;\n\x04\x45xec\x12\x16.podium.v1.ExecRequest\x1a\x17.podium.v1.ExecResponse(\x01\x30\x01\x12:\n\x05Stats\x12\x17.podium.v1.StatsRequest\x1a\x18.podium.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/podium/v1/agent.proto\x12\tpodium.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aproto/podium/v1/node.proto\x1a\x19proto/podium/v1/pod.proto\"<\n\x0fListPodsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0elabel_selector\x18\x02 \x01(\t\"0\n\x10ListPodsResponse\x12\x1c\n\x04pods\x18\x01 \x03(\x0b\x32\x0e.podium.v1.Pod\"\x89\x02\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\rsince_seconds\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08previous\x18\x07 \x01(\x08\x12\x12\n\ntimestamps\x18\x08 \x01(\x08\x12\x18\n\x0blimit_bytes\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x11\n\tnode_name\x18\n \x01(\tB\r\n\x0b_tail_linesB\x10\n\x0e_since_secondsB\x0e\n\x0c_limit_bytes\"\x1c\n\x0cLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x92\x01\n\x0b\x45xecRequest\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.podium.v1.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12)\n\x06resize\x18\x03 \x01(\x0b\x32\x17.podium.v1.TerminalSizeH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x42\t\n\x07request\"\xae\x01\n\tExecStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0b\n\x03tty\x18\x05 \x01(\x08\x12\r\n\x05stdin\x18\x06 \x01(\x08\x12.\n\rterminal_size\x18\x07 \x01(\x0b\x32\x17.podium.v1.TerminalSize\x12\x11\n\tnode_name\x18\x08 \x01(\t\"-\n\x0cTerminalSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0f\n\x07\x63olumns\x18\x02 \x01(\r\"c\n\x0c\x45xecResponse\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12#\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x13.podium.v1.ExecExitH\x00\x42\n\n\x08response\">\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06signal\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"A\n\x0cStatsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\"V\n\rStatsResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.podium.v1.NodeStats\x12!\n\x04pods\x18\x02 \x03(\x0b\x32\x13.podium.v1.PodStats\"\xf0\x01\n\tNodeStats\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03\x63pu\x18\x03 \x01(\x0b\x32\x13.podium.v1.CpuStats\x12&\n\x06memory\x18\x04 \x01(\x0b\x32\x16.podium.v1.MemoryStats\x12\x15\n\rprocess_count\x18\x05 \x01(\x04\x12\x1e\n\x02\x66s\x18\x06 \x01(\x0b\x32\x12.podium.v1.FsStats\x12%\n\x06status\x18\x07 \x01(\x0b\x32\x15.podium.v1.NodeStatus\"\xb1\x01\n\x08PodStats\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12-\n\ncontainers\x18\x04 \x03(\x0b\x32\x19.podium.v1.ContainerStats\x12 \n\x03\x63pu\x18\x05 \x01(\x0b\x32\x13.podium.v1.CpuStats\x12&\n\x06memory\x18\x06 \x01(\x0b\x32\x16.podium.v1.MemoryStats\"\xcc\x01\n\x0e\x43ontainerStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03\x63pu\x18\x04 \x01(\x0b\x32\x13.podium.v1.CpuStats\x12&\n\x06memory\x18\x05 \x01(\x0b\x32\x16.podium.v1.MemoryStats\x12\"\n\x04pids\x18\x06 \x01(\x0b\x32\x14.podium.v1.PidsStats\"Y\n\x08\x43puStats\x12\x1e\n\x16usage_core_nanoseconds\x18\x01 \x01(\x04\x12\x18\n\x10usage_nano_cores\x18\x02 \x01(\x04\x12\x13\n\x0blimit_cores\x18\x03 \x01(\x01\"\x91\x01\n\x0bMemoryStats\x12\x13\n\x0busage_bytes\x18\x01 \x01(\x04\x12\x19\n\x11working_set_bytes\x18\x02 \x01(\x04\x12\x11\n\trss_bytes\x18\x03 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x04 \x01(\x04\x12\x13\n\x0blimit_bytes\x18\x05 \x01(\x04\x12\x11\n\toom_kills\x18\x06 \x01(\x04\"+\n\tPidsStats\x12\x0f\n\x07\x63urrent\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\x04\"N\n\x07\x46sStats\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x01 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x02 \x01(\x04\x12\x12\n\nused_bytes\x18\x03 \x01(\x04\x32\x87\x02\n\x0c\x41gentService\x12\x43\n\x08ListPods\x12\x1a.podium.v1.ListPodsRequest\x1a\x1b.podium.v1.ListPodsResponse\x12\x39\n\x04Logs\x12\x16.podium.v1.LogsRequest\x1a\x17.podium.v1.LogsResponse0\x01\x12;\n\x04\x45xec\x12\x16.podium.v1.ExecRequest\x1a\x17.podium.v1.ExecResponse(\x01\x30\x01\x12:\n\x05Stats\x12\x17.podium.v1.StatsRequest\x1a\x18.podium.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.podium.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTPODSREQUEST']._serialized_start=102
-  _globals['_LISTPODSREQUEST']._serialized_end=162
-  _globals['_LISTPODSRESPONSE']._serialized_start=164
-  _globals['_LISTPODSRESPONSE']._serialized_end=212
-  _globals['_LOGSREQUEST']._serialized_start=215
-  _globals['_LOGSREQUEST']._serialized_end=480
-  _globals['_LOGSRESPONSE']._serialized_start=482
-  _globals['_LOGSRESPONSE']._serialized_end=510
-  _globals['_EXECREQUEST']._serialized_start=513
-  _globals['_EXECREQUEST']._serialized_end=659
-  _globals['_EXECSTART']._serialized_start=662
-  _globals['_EXECSTART']._serialized_end=836
-  _globals['_TERMINALSIZE']._serialized_start=838
-  _globals['_TERMINALSIZE']._serialized_end=883
-  _globals['_EXECRESPONSE']._serialized_start=885
-  _globals['_EXECRESPONSE']._serialized_end=984
-  _globals['_EXECEXIT']._serialized_start=986
-  _globals['_EXECEXIT']._serialized_end=1048
-  _globals['_STATSREQUEST']._serialized_start=1050
-  _globals['_STATSREQUEST']._serialized_end=1115
-  _globals['_STATSRESPONSE']._serialized_start=1117
-  _globals['_STATSRESPONSE']._serialized_end=1203
-  _globals['_NODESTATS']._serialized_start=1206
-  _globals['_NODESTATS']._serialized_end=1407
-  _globals['_PODSTATS']._serialized_start=1410
-  _globals['_PODSTATS']._serialized_end=1587
-  _globals['_CONTAINERSTATS']._serialized_start=1590
-  _globals['_CONTAINERSTATS']._serialized_end=1794
-  _globals['_CPUSTATS']._serialized_start=1796
-  _globals['_CPUSTATS']._serialized_end=1885
-  _globals['_MEMORYSTATS']._serialized_start=1888
-  _globals['_MEMORYSTATS']._serialized_end=2033
-  _globals['_PIDSSTATS']._serialized_start=2035
-  _globals['_PIDSSTATS']._serialized_end=2078
-  _globals['_FSSTATS']._serialized_start=2080
-  _globals['_FSSTATS']._serialized_end=2158
-  _globals['_AGENTSERVICE']._serialized_start=2161
-  _globals['_AGENTSERVICE']._serialized_end=2424
+  _globals['_LISTPODSREQUEST']._serialized_start=130
+  _globals['_LISTPODSREQUEST']._serialized_end=190
+  _globals['_LISTPODSRESPONSE']._serialized_start=192
+  _globals['_LISTPODSRESPONSE']._serialized_end=240
+  _globals['_LOGSREQUEST']._serialized_start=243
+  _globals['_LOGSREQUEST']._serialized_end=508
+  _globals['_LOGSRESPONSE']._serialized_start=510
+  _globals['_LOGSRESPONSE']._serialized_end=538
+  _globals['_EXECREQUEST']._serialized_start=541
+  _globals['_EXECREQUEST']._serialized_end=687
+  _globals['_EXECSTART']._serialized_start=690
+  _globals['_EXECSTART']._serialized_end=864
+  _globals['_TERMINALSIZE']._serialized_start=866
+  _globals['_TERMINALSIZE']._serialized_end=911
+  _globals['_EXECRESPONSE']._serialized_start=913
+  _globals['_EXECRESPONSE']._serialized_end=1012
+  _globals['_EXECEXIT']._serialized_start=1014
+  _globals['_EXECEXIT']._serialized_end=1076
+  _globals['_STATSREQUEST']._serialized_start=1078
+  _globals['_STATSREQUEST']._serialized_end=1143
+  _globals['_STATSRESPONSE']._serialized_start=1145
+  _globals['_STATSRESPONSE']._serialized_end=1231
+  _globals['_NODESTATS']._serialized_start=1234
+  _globals['_NODESTATS']._serialized_end=1474
+  _globals['_PODSTATS']._serialized_start=1477
+  _globals['_PODSTATS']._serialized_end=1654
+  _globals['_CONTAINERSTATS']._serialized_start=1657
+  _globals['_CONTAINERSTATS']._serialized_end=1861
+  _globals['_CPUSTATS']._serialized_start=1863
+  _globals['_CPUSTATS']._serialized_end=1952
+  _globals['_MEMORYSTATS']._serialized_start=1955
+  _globals['_MEMORYSTATS']._serialized_end=2100
+  _globals['_PIDSSTATS']._serialized_start=2102
+  _globals['_PIDSSTATS']._serialized_end=2145
+  _globals['_FSSTATS']._serialized_start=2147
+  _globals['_FSSTATS']._serialized_end=2225
+  _globals['_AGENTSERVICE']._serialized_start=2228
+  _globals['_AGENTSERVICE']._serialized_end=2491
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from proto.podium.v1 import node_pb2 as _node_pb2
 from proto.podium.v1 import pod_pb2 as _pod_pb2
 import builtins as _builtins
 import sys
@@ -377,6 +378,7 @@ class NodeStats(_message.Message):
     MEMORY_FIELD_NUMBER: _builtins.int
     PROCESS_COUNT_FIELD_NUMBER: _builtins.int
     FS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     node_name: _builtins.str
     process_count: _builtins.int
     """Processes on the node."""
@@ -390,6 +392,12 @@ class NodeStats(_message.Message):
     def fs(self) -> Global___FsStats:
         """The filesystem holding podium's state (images, containers)."""
 
+    @_builtins.property
+    def status(self) -> _node_pb2.NodeStatus:
+        """What the agent reports to the scheduler: capacity, allocatable,
+        conditions (Ready, MemoryPressure, DiskPressure, PIDPressure), addresses.
+        """
+
     def __init__(
         self,
         *,
@@ -399,10 +407,11 @@ class NodeStats(_message.Message):
         memory: Global___MemoryStats | None = ...,
         process_count: _builtins.int = ...,
         fs: Global___FsStats | None = ...,
+        status: _node_pb2.NodeStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "fs", b"fs", "memory", b"memory", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "fs", b"fs", "memory", b"memory", "status", b"status", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "fs", b"fs", "memory", b"memory", "node_name", b"node_name", "process_count", b"process_count", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "fs", b"fs", "memory", b"memory", "node_name", b"node_name", "process_count", b"process_count", "status", b"status", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

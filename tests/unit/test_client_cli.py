@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -239,3 +240,62 @@ def test_logs_and_exec_reach_the_pods_node(podium: Run, server: str, tmp_path: P
     assert capsys.readouterr() == ("", no_agent)
     code, _, err = podium("exec", pod)
     assert code == 2 and "give the command after --" in err
+
+
+def test_the_tornado_example_applies_as_written(podium: Run, server: str,
+                                                tmp_path: Path) -> None:
+    """../shared/examples/tornado.yaml, with only its image swapped for a local one:
+    an old extensions/v1beta1 Deployment without a selector, a LoadBalancer Service."""
+    example = Path(__file__).resolve().parents[3] / "shared" / "examples" / "tornado.yaml"
+    text = example.read_text() if example.exists() else TORNADO
+    copy = tmp_path / "tornado.yaml"
+    copy.write_text(re.sub(r"image: \S+", "image: podium/tornado:1", text))
+    code, out, _ = podium("apply", "-f", str(copy))
+    assert code == 0, out
+    assert out.splitlines() == ["service/tornado-svc created",
+                                "deployment.apps/tornado-deploy created"]
+    with Client(server) as c:
+        deadline = time.monotonic() + 10
+        while len([p for p in c.list("Pod", label_selector="app=tornado")
+                   if p.status.phase == "Running"]) < 3:
+            assert time.monotonic() < deadline, "3 tornado pods never ran"
+            time.sleep(0.1)
+        deploy = c.get("Deployment", "tornado-deploy")
+        assert dict(deploy.spec.selector.match_labels) == {"app": "tornado"}
+    code, out, _ = podium("apply", "-f", str(copy))
+    assert code == 0 and out.count("unchanged") == 2
+
+
+# The example as users bring it (image already swapped), for a checkout
+# without the shared examples beside it.
+TORNADO = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: tornado-svc
+  labels:
+    app: tornado
+spec:
+  type: LoadBalancer
+  ports:
+  - port: 80
+  selector:
+    app: tornado
+---
+apiVersion: extensions/v1beta1
+kind: Deployment
+metadata:
+  name: tornado-deploy
+spec:
+  replicas: 3
+  template:
+    metadata:
+      labels:
+        app: tornado
+    spec:
+      containers:
+      - name: tornado
+        image: podium/tornado:1
+        ports:
+        - containerPort: 8888
+"""

@@ -42,7 +42,7 @@ spec:
     spec:
       containers:
       - name: tornado
-        image: registry.alauda.cn/ljy2010a/docker-tornado:latest
+        image: registry.example:5000/team/docker-tornado:latest
         ports:
         - containerPort: 8888
 """

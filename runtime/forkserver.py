@@ -208,15 +208,8 @@ class ForkServer:
         not ended after ``timeout`` seconds; thread-safe, and other requests go on
         while it runs."""
         request = ExecRequest(runtime_root, cgroup_parent, container_id, process, timeout)
-        with self._lock:
-            self._sock.send(pickle.dumps(request))
-            data, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
-        answer: Any = pickle.loads(data)
-        if not fds:
-            if isinstance(answer, RuntimeError_):
-                raise answer
-            raise SetupError(f"fork server: exec in {container_id}: {answer}")
-        with os.fdopen(fds[0], "rb") as pipe:
+        fd = self._ask_for_fd(request, container_id)
+        with os.fdopen(fd, "rb") as pipe:
             outcome = _read_all(pipe.fileno(), timeout + _EXEC_MARGIN)
         if outcome is None:
             raise SetupError(f"fork server: exec in {container_id}: no answer after "
@@ -230,12 +223,9 @@ class ForkServer:
             raise result
         return result
 
-    def start_session(self, request: SessionRequest,
-                      timeout: float = _SESSION_SETUP) -> ExecSession:
-        """Start ``request.process`` in the running container, attached to pipes (or a
-        pty) this process reads and writes; thread-safe. A program that cannot be
-        executed raises ``SetupError`` with the runtime's message ("exec: …")."""
-        cid = request.container_id
+    def _ask_for_fd(self, request: object, container_id: str) -> int:
+        """Sends a request whose answer carries one descriptor (the helper's end),
+        and returns it; an answer without one is the error it reports."""
         with self._lock:
             self._sock.send(pickle.dumps(request))
             data, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
@@ -243,9 +233,18 @@ class ForkServer:
         if not fds:
             if isinstance(answer, RuntimeError_):
                 raise answer
-            raise SetupError(f"fork server: exec in {cid}: {answer}")
-        os.set_inheritable(fds[0], False)  # recv_fds cannot ask for MSG_CMSG_CLOEXEC
-        control = socket.socket(fileno=fds[0])
+            raise SetupError(f"fork server: exec in {container_id}: {answer}")
+        return fds[0]
+
+    def start_session(self, request: SessionRequest,
+                      timeout: float = _SESSION_SETUP) -> ExecSession:
+        """Start ``request.process`` in the running container, attached to pipes (or a
+        pty) this process reads and writes; thread-safe. A program that cannot be
+        executed raises ``SetupError`` with the runtime's message ("exec: …")."""
+        cid = request.container_id
+        fd = self._ask_for_fd(request, cid)
+        os.set_inheritable(fd, False)  # recv_fds cannot ask for MSG_CMSG_CLOEXEC
+        control = socket.socket(fileno=fd)
         try:
             if not select.select([control], [], [], timeout)[0]:
                 raise SetupError(f"fork server: exec in {cid}: not started after {timeout:g}s")

@@ -15,6 +15,7 @@ from client.cli import main
 from proto.kube import load_objects
 from tests.support.cluster import HollowNode, running_scheduler
 from tests.support.cluster import client as raw_client
+from tests.support.examples import tornado
 
 WEB = """\
 apiVersion: apps/v1
@@ -246,8 +247,7 @@ def test_the_tornado_example_applies_as_written(podium: Run, server: str,
                                                 tmp_path: Path) -> None:
     """../shared/examples/tornado.yaml, with only its image swapped for a local one:
     an old extensions/v1beta1 Deployment without a selector, a LoadBalancer Service."""
-    example = Path(__file__).resolve().parents[3] / "shared" / "examples" / "tornado.yaml"
-    text = example.read_text() if example.exists() else TORNADO
+    text = tornado()
     copy = tmp_path / "tornado.yaml"
     copy.write_text(re.sub(r"image: \S+", "image: podium/tornado:1", text))
     code, out, _ = podium("apply", "-f", str(copy))
@@ -264,38 +264,3 @@ def test_the_tornado_example_applies_as_written(podium: Run, server: str,
         assert dict(deploy.spec.selector.match_labels) == {"app": "tornado"}
     code, out, _ = podium("apply", "-f", str(copy))
     assert code == 0 and out.count("unchanged") == 2
-
-
-# The example as users bring it (image already swapped), for a checkout
-# without the shared examples beside it.
-TORNADO = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: tornado-svc
-  labels:
-    app: tornado
-spec:
-  type: LoadBalancer
-  ports:
-  - port: 80
-  selector:
-    app: tornado
----
-apiVersion: extensions/v1beta1
-kind: Deployment
-metadata:
-  name: tornado-deploy
-spec:
-  replicas: 3
-  template:
-    metadata:
-      labels:
-        app: tornado
-    spec:
-      containers:
-      - name: tornado
-        image: podium/tornado:1
-        ports:
-        - containerPort: 8888
-"""

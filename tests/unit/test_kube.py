@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,45 +10,11 @@ import yaml
 
 from proto import kube
 from proto.podium.v1 import apps_pb2, cluster_pb2, pod_pb2, service_pb2
-
-TORNADO = Path(__file__).resolve().parents[3] / "shared" / "examples" / "tornado.yaml"
-# The example as the shared folder holds it; a copy here so the test runs
-# where that folder is absent.
-TORNADO_TEXT = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: tornado-svc
-  labels:
-    app: tornado
-spec:
-  type: LoadBalancer
-  ports:
-  - port: 80
-  selector:
-    app: tornado
----
-apiVersion: extensions/v1beta1
-kind: Deployment
-metadata:
-  name: tornado-deploy
-spec:
-  replicas: 3
-  template:
-    metadata:
-      labels:
-        app: tornado
-    spec:
-      containers:
-      - name: tornado
-        image: registry.example:5000/team/docker-tornado:latest
-        ports:
-        - containerPort: 8888
-"""
+from tests.support.examples import tornado
 
 
 def _tornado() -> str:
-    return TORNADO.read_text() if TORNADO.is_file() else TORNADO_TEXT
+    return tornado()
 
 
 def _error(text: str, filename: str = "app.yaml") -> str:

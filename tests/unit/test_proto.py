@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from proto import generate
 from proto.podium.v1 import apps_pb2, cluster_pb2, meta_pb2, pod_pb2, service_pb2
+from tests.support.examples import TORNADO
 
 V1 = generate.REPO_ROOT / generate.PROTO_DIR
 INT_OR_STRING = meta_pb2.IntOrString.DESCRIPTOR.full_name
@@ -300,43 +301,10 @@ def test_replicas_unset_is_distinguishable_from_zero() -> None:
     assert not d.spec.HasField("replicas")
 
 
-# The seed example, tornado.yaml, as written (an old apiVersion, no selector:
-# the scheduler's defaulting takes it from the template's labels).
-TORNADO = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: tornado-svc
-  labels:
-    app: tornado
-spec:
-  type: LoadBalancer
-  ports:
-  - port: 80
-  selector:
-    app: tornado
----
-apiVersion: extensions/v1beta1
-kind: Deployment
-metadata:
-  name: tornado-deploy
-spec:
-  replicas: 3
-  template:
-    metadata:
-      labels:
-        app: tornado
-    spec:
-      containers:
-      - name: tornado
-        image: registry.example:5000/team/docker-tornado:latest
-        ports:
-        - containerPort: 8888
-"""
 
 
 def test_tornado_example_parses() -> None:
-    service_doc, deployment_doc = yaml.safe_load_all(TORNADO)
+    service_doc, deployment_doc = yaml.safe_load_all(TORNADO)  # the seed example as written
     # The tornado documents need no int-or-string rewrite: parse them raw.
     svc = json_format.ParseDict(
         {k: v for k, v in service_doc.items() if k not in ("apiVersion", "kind")},

@@ -13,10 +13,6 @@ from proto.podium.v1 import apps_pb2, cluster_pb2, pod_pb2, service_pb2
 from tests.support.examples import tornado
 
 
-def _tornado() -> str:
-    return tornado()
-
-
 def _error(text: str, filename: str = "app.yaml") -> str:
     with pytest.raises(kube.ManifestError) as err:
         kube.load_objects(text, filename)
@@ -27,7 +23,7 @@ def _error(text: str, filename: str = "app.yaml") -> str:
 
 
 def test_tornado_example_applies_as_written() -> None:
-    service, deployment = kube.load_objects(_tornado(), "tornado.yaml")
+    service, deployment = kube.load_objects(tornado(), "tornado.yaml")
     assert (service.kind, service.api_version, service.warnings) == ("Service", "v1", ())
     svc = service.message
     assert isinstance(svc, service_pb2.Service)
@@ -47,7 +43,7 @@ def test_tornado_example_applies_as_written() -> None:
 
 
 def test_old_api_versions_default_the_selector_and_new_ones_do_not() -> None:
-    base = yaml.safe_load(_tornado().split("---")[1])
+    base = yaml.safe_load(tornado().split("---")[1])
     for version, defaulted in [
         ("extensions/v1beta1", True),
         ("apps/v1beta1", True),
@@ -64,13 +60,13 @@ def test_old_api_versions_default_the_selector_and_new_ones_do_not() -> None:
 
 
 def test_defaulting_leaves_the_document_alone() -> None:
-    (doc,) = kube.load_documents(_tornado().split("---")[1], "d.yaml")
+    (doc,) = kube.load_documents(tornado().split("---")[1], "d.yaml")
     kube.to_object(doc)
     assert "selector" not in doc.body["spec"]
 
 
 def test_unknown_field_names_file_document_path_and_line() -> None:
-    text = _tornado().replace("        ports:", "        imagePullSecretz: []\n        ports:")
+    text = tornado().replace("        ports:", "        imagePullSecretz: []\n        ports:")
     message = _error(text, "tornado.yaml")
     assert message.startswith(
         "tornado.yaml, document 2: spec.template.spec.containers[0].imagePullSecretz: unknown field"
@@ -80,7 +76,7 @@ def test_unknown_field_names_file_document_path_and_line() -> None:
 
 
 def test_supported_elsewhere_but_not_by_podium_is_a_warning() -> None:
-    text = _tornado().replace(
+    text = tornado().replace(
         "      containers:", "      imagePullSecrets: [{name: regcred}]\n      containers:"
     )
     _, deployment = kube.load_objects(text, "tornado.yaml")
@@ -207,7 +203,7 @@ def test_null_means_unset() -> None:
 
 
 def test_multi_document_file_counts_empty_documents() -> None:
-    text = "---\n---\n" + POD + "---\n# only a comment\n---\n" + _tornado()
+    text = "---\n---\n" + POD + "---\n# only a comment\n---\n" + tornado()
     docs = kube.load_documents(text, "all.yaml")
     assert [d.number for d in docs] == [2, 4, 5]
     assert [d.body["kind"] for d in docs] == ["Pod", "Service", "Deployment"]

@@ -175,6 +175,8 @@ class Agent:
             images=StoreImages(ImageStore(c.image_store)), volumes=HostVolumes(),
             pods_dir=self.pods_dir, cgroup_parent=c.cgroup_parent,
             host_ip=str(self.net.gateway.ip))
+        if self.link is not None:  # else the default: events are only logged
+            self.deps.recorder = self.link.recorder
         self.static = StaticManifestSource(c.manifests, poll_interval=c.manifest_poll)
         self.source: PodSource = (self.static if self.link is None
                                   else CombinedSource(self.static, self.link.source))

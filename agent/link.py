@@ -33,6 +33,7 @@ from typing import TypeVar
 
 import grpc
 
+from agent.events import LinkRecorder
 from agent.sources import PodEvent, PodEventType
 from proto.podium.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, pod_pb2
 
@@ -136,6 +137,11 @@ class SchedulerPodSource:
     def wait_synced(self, timeout: float) -> bool:
         """Wait until the first list is complete (its events are queued for ``poll``)."""
         return self._listed_once.wait(timeout)
+
+    def knows(self, uid: str) -> bool:
+        """The pod is the scheduler's (bound here, or being deleted), not a static one."""
+        with self._lock:
+            return uid in self._known or uid in self._deleting
 
     def deleting(self, uid: str) -> bool:
         with self._lock:
@@ -246,6 +252,8 @@ class SchedulerLink:
         self._pending_cv = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._down: set[str] = set()  # which threads have logged the scheduler away
+        # The pod workers' recorder: Events through Create, from a thread of its own.
+        self.recorder = LinkRecorder(self.stub, node_name, self.source.knows, stop=self.stop)
 
     # --- registration and heartbeats ----------------------------------------------
 
@@ -407,7 +415,7 @@ class SchedulerLink:
     def start(self) -> None:
         """The heartbeat, watch and status threads (after ``register``)."""
         for name, target in (("heartbeat", self._heartbeats), ("watch", self._watch),
-                             ("status", self._send_statuses)):
+                             ("status", self._send_statuses), ("events", self.recorder.run)):
             thread = threading.Thread(target=target, name=f"podium-link-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -417,6 +425,7 @@ class SchedulerLink:
         self._cancel_watch()
         with self._pending_cv:
             self._pending_cv.notify_all()
+        self.recorder.wake()
         for thread in self._threads:
             thread.join(timeout=CALL_TIMEOUT)
         self._threads.clear()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.events import LogRecorder, Recorder
 from agent.pods.hostports import HostPorts
 from agent.pods.images import ImagePuller, ImagePulls
 from agent.pods.interfaces import (
@@ -51,6 +52,7 @@ class WorkerDeps:
     host_ports: HostPorts | None = None
     namespaces: NamespaceHolder | None = None
     puller: ImagePuller | None = None  # shared by every worker: one pull per image
+    recorder: Recorder = field(default_factory=LogRecorder)  # the pods' events
 
     def __post_init__(self) -> None:
         if self.exec_in_container is None:

@@ -20,6 +20,7 @@ import signal
 from collections.abc import Callable
 
 from agent.pods.probe_runners import ProbeRunner
+from agent.pods.probes import ProbeChanges
 from agent.pods.runs import ContainerRun
 from runtime.spec.model import Process
 
@@ -31,26 +32,28 @@ Signal = Callable[[ContainerRun, int, bool], None]  # (run, signal, all processe
 
 def probe_step(run: ContainerRun, *, clock: Callable[[], float], pod_ip: str,
                exec_for: Callable[[], ExecIn | None], send: Signal,
-               default_grace: float) -> None:
-    """Run ``run``'s due probes; on a liveness/startup failure, stop the run."""
+               default_grace: float) -> ProbeChanges | None:
+    """Run ``run``'s due probes; on a liveness/startup failure, stop the run. What the
+    probes that ran said (for events), or None when none ran."""
     now = clock()
     if run.kill_at is not None:
         if now >= run.kill_at:
             run.kill_at = None  # one SIGKILL; the next steps wait for its exit
             send(run, signal.SIGKILL, True)
-        return
+        return None
     probes = run.probes
     if probes is None or run.probe_failure or not probes.due(now):
-        return
+        return None
     changes = probes.tick(now, ProbeRunner(pod_ip, exec_for()), clock)
     if not changes.restart:
-        return
+        return changes
     run.probe_failure = changes.restart_message
     grace = changes.grace_period
     if grace is None:
         grace = default_grace
     send(run, signal.SIGTERM, False)
     run.kill_at = clock() + grace
+    return changes
 
 
 def exec_as(run_exec: ContainerExec, container_id: str, template: Process) -> ExecIn:

@@ -37,13 +37,15 @@ from functools import partial
 from pathlib import Path
 
 from agent.errors import AgentError
+from agent.events import NORMAL, WARNING, container_path
 from agent.pods import backoff
 from agent.pods.deps import WorkerDeps
 from agent.pods.errors import PodError, PodSpecError
 from agent.pods.hostports import HostPorts, PodPorts
-from agent.pods.images import pull_policy
+from agent.pods.images import Waiting, pull_policy
 from agent.pods.initc import adoption_plan, init_restart_policy
 from agent.pods.interfaces import ExitInfo, SandboxInfo
+from agent.pods.probe_runners import Result
 from agent.pods.probes import ProbeSet
 from agent.pods.probing import ContainerExec, ExecIn, exec_as, probe_step
 from agent.pods.runs import ContainerRun, ContainerSlot, newest_runs
@@ -128,6 +130,7 @@ class PodWorker:
         except PodSpecError as e:
             self.invalid = True
             self.failure, self.failure_reason = str(e), "Invalid"
+            self._record(None, "Failed", f"Error: {e}", WARNING)
             return False
         spec = self.pod.spec
         try:
@@ -154,6 +157,8 @@ class PodWorker:
                 self.volumes_ready = True
         except (AgentError, RuntimeError_, OSError) as e:
             # Retried on the next sync; what exists stays until then or terminate.
+            if self.failure_reason != "SandboxError":
+                self._record(None, "FailedCreatePodSandBox", str(e), WARNING)
             self.failure, self.failure_reason = str(e), "SandboxError"
             return False
         self.failure = self.failure_reason = ""
@@ -186,6 +191,10 @@ class PodWorker:
                 c.done = True
                 return
             if self.back_off.in_backoff(self._key(c)):
+                if c.waiting_reason != "CrashLoopBackOff":
+                    meta = self.pod.metadata
+                    self._record(c, "BackOff", f"Back-off restarting failed container {c.name} "
+                                 f"in pod {meta.name}_{meta.namespace}({self.uid})", WARNING)
                 c.waiting_reason = "CrashLoopBackOff"
                 c.waiting_message = (f"back-off {self._backoff_words(c)} restarting failed "
                                      f"container={c.name} pod={self.pod.metadata.name}")
@@ -204,8 +213,7 @@ class PodWorker:
 
     def _start(self, c: ContainerSlot) -> None:
         spec = self._spec(c)
-        waiting = c.image.check(spec.image, pull_policy(spec), self.deps.image_present,
-                                self.deps.puller, self.deps.clock(), self.back_off.delay_for)
+        waiting, pulled = self._check_image(c, spec.image, pull_policy(spec))
         if waiting is not None:
             c.waiting_reason, c.waiting_message = waiting
             return
@@ -215,12 +223,12 @@ class PodWorker:
         try:
             image = self.deps.images.facts(spec.image)
         except (RuntimeError_, OSError, AgentError) as e:
-            c.waiting_reason, c.waiting_message = "ErrImagePull", str(e)
+            self._wait(c, "ErrImagePull", str(e))
             return
         try:
             config = self._config(c, image, instance)
         except (AgentError, RuntimeError_) as e:
-            c.waiting_reason, c.waiting_message = "CreateContainerConfigError", str(e)
+            self._wait(c, "CreateContainerConfigError", str(e))
             return
         log = self._log_path(c.name, attempt)
         try:
@@ -233,10 +241,15 @@ class PodWorker:
         except (RuntimeError_, AgentError, OSError) as e:
             self.deps.images.release(container_id)
             shutil.rmtree(instance, ignore_errors=True)
-            c.waiting_reason, c.waiting_message = "CreateContainerError", str(e)
+            self._wait(c, "CreateContainerError", str(e))
             c.attempts = attempt  # the failed run counts, so its log path is never reused
             return
         c.image.used()
+        if not pulled:
+            self._record(c, "Pulled", f'Container image "{spec.image}" already present on '
+                         "machine")
+        self._record(c, "Created", f"Created container {c.name}")
+        self._record(c, "Started", f"Started container {c.name}")
         if c.run is not None:
             c.last = c.run
             c.restarts += 1
@@ -246,6 +259,41 @@ class PodWorker:
         c.run = ContainerRun(container_id, attempt, now, self.deps.wall(), probes=probes,
                              process=config.process)
         c.waiting_reason = c.waiting_message = ""
+
+    def _check_image(self, c: ContainerSlot, image: str, policy: str,
+                     ) -> tuple[Waiting | None, bool]:
+        """``ImageFetch.check`` with the kubelet's events for what it changed; and
+        whether a pull succeeded just now."""
+        fetch = c.image
+        had_ticket, had_pulled, had_failures = fetch.ticket is not None, fetch.pulled, \
+            fetch.failures
+        waiting = fetch.check(image, policy, self.deps.image_present, self.deps.puller,
+                              self.deps.clock(), self.back_off.delay_for)
+        pulled = fetch.pulled and not had_pulled
+        failed = fetch.failures > had_failures
+        if not had_ticket and (fetch.ticket is not None or pulled or failed):
+            self._record(c, "Pulling", f'Pulling image "{image}"')
+        if pulled:
+            self._record(c, "Pulled", f'Successfully pulled image "{image}"')
+        if failed:
+            self._record(c, "Failed", fetch.error, WARNING)
+        if waiting is not None and waiting[0] != c.waiting_reason:
+            reason = {"ImagePullBackOff": "BackOff", "ErrImageNeverPull": "ErrImageNeverPull",
+                      "InvalidImageName": "InspectFailed"}.get(waiting[0])
+            if reason is not None:
+                self._record(c, reason, waiting[1], WARNING)
+        return waiting, pulled
+
+    def _wait(self, c: ContainerSlot, reason: str, message: str) -> None:
+        """``c`` waits for ``reason``; a new reason is a Failed event (not each retry)."""
+        if reason != c.waiting_reason:
+            self._record(c, "Failed", f"Error: {message}", WARNING)
+        c.waiting_reason, c.waiting_message = reason, message
+
+    def _record(self, c: ContainerSlot | None, reason: str, message: str,
+                type: str = NORMAL) -> None:
+        self.deps.recorder.event(self.pod, reason, message, type,
+                                 field_path="" if c is None else container_path(c.name, c.init))
 
     def _config(self, c: ContainerSlot, image: ImageFacts, instance: Path) -> ContainerConfig:
         return container_config(self.pod, c.index, image, self._sandbox_facts(), instance,
@@ -268,9 +316,18 @@ class PodWorker:
     # --- probes -------------------------------------------------------------------
 
     def _probe(self, c: ContainerSlot, run: ContainerRun) -> None:
-        probe_step(run, clock=self.deps.clock, pod_ip=self.pod_ip,
-                   exec_for=lambda: self._exec_for(c, run), send=self._signal,
-                   default_grace=self._pod_grace())
+        changes = probe_step(run, clock=self.deps.clock, pod_ip=self.pod_ip,
+                             exec_for=lambda: self._exec_for(c, run), send=self._signal,
+                             default_grace=self._pod_grace())
+        if changes is None:
+            return
+        for probe in changes.runs:
+            if probe.result.result is not Result.SUCCESS:
+                self._record(c, "Unhealthy", probe.describe(), WARNING)
+        if changes.restart:
+            kind = changes.restart_message.split(" ", 1)[0].lower()
+            self._record(c, "Killing", f"Container {c.name} failed {kind} probe, will be "
+                         "restarted")
 
     def _exec_for(self, c: ContainerSlot, run: ContainerRun) -> ExecIn | None:
         run_exec = self.deps.exec_in_container
@@ -361,6 +418,8 @@ class PodWorker:
         if grace is None:
             grace = self._pod_grace()
         running = [c for c in self.slots if c.running]
+        for c in running:
+            self._record(c, "Killing", f"Stopping container {c.name}")
         self._signal_all(running, signal.SIGTERM, all_processes=False)
         self._wait_exits(running, grace)
         still = [c for c in running if c.running]

@@ -21,7 +21,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto.podium.v1 import agent_pb2, apps_pb2, cluster_pb2, cluster_pb2_grpc, pod_pb2
+from proto.podium.v1 import (
+    agent_pb2,
+    apps_pb2,
+    cluster_pb2,
+    cluster_pb2_grpc,
+    core_pb2,
+    pod_pb2,
+)
 from runtime.state import Status
 from scheduler.objects import wrap
 from tests.conftest import need, need_root
@@ -140,6 +147,16 @@ def test_cluster_places_restarts_replaces_and_survives_failures(cluster: Cluster
                         timeout=5).pod
         return pod.status.phase == "Running" and pod.status.container_statuses[0].restart_count >= 1
     wait_for("the killed container restarted", restarted, 30, c.logs)
+
+    def started_twice() -> list[core_pb2.Event] | None:  # the agent's own events
+        selector = f"involvedObject.uid={victim.metadata.uid},reason=Started"
+        items = c.api.List(cluster_pb2.ListRequest(kind="Event", field_selector=selector),
+                           timeout=5).items
+        return [i.event for i in items if i.event.count >= 2] or None
+    started = wait_for("the agent's Started event, counted twice", started_twice, 20, c.logs)
+    assert started[0].source.component == "podium-agent"
+    assert started[0].source.host == victim.spec.node_name
+    assert started[0].involved_object.field_path == "spec.containers{main}"
 
     # A pod is deleted: its ReplicaSet replaces it.
     gone = c.running()[1].metadata.name

@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from proto.podium.v1 import (
     apps_pb2,
@@ -150,6 +151,7 @@ def validate(obj: cluster_pb2.Object, old: cluster_pb2.Object | None = None) -> 
     except UnknownKind as e:
         raise Invalid("kind", str(e)) from None
     report = _Report()
+    _unknown_fields(report, inner(obj), "")
     _metadata(report, kind, meta(obj), "metadata")
     _KINDS[kind](report, inner(obj))
     if old is not None:
@@ -157,6 +159,28 @@ def validate(obj: cluster_pb2.Object, old: cluster_pb2.Object | None = None) -> 
     if report.errors:
         raise Invalid(report.errors[0].field, report.errors[0].message, report.errors)
     return report.warnings
+
+
+def _unknown_fields(r: _Report, message: Message, path: str) -> None:
+    """Fields a client's newer or foreign schema sent that podium does not know:
+    protobuf keeps them quietly, so they are refused here by name (number)."""
+    unknown = UnknownFieldSet(message)
+    if len(unknown):
+        numbers = ", ".join(str(unknown[i].field_number) for i in range(len(unknown)))
+        r.error(path or "object", f"unknown field number(s) {numbers}")
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        name = f"{path}.{field.json_name}" if path else field.json_name
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for key, item in value.items():
+                    _unknown_fields(r, item, f"{name}[{key}]")
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                _unknown_fields(r, item, f"{name}[{i}]")
+        else:
+            _unknown_fields(r, value, name)
 
 
 # --- metadata ------------------------------------------------------------------------

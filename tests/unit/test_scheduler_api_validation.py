@@ -718,3 +718,22 @@ def test_never_crashes_on_odd_values(name: str, image: str, port: int, port_name
         validate(obj, manifest(POD))
     except Invalid as e:
         assert all(error.field and error.message for error in e.errors)
+
+
+def test_fields_podium_does_not_know_are_refused_by_path() -> None:
+    from proto.podium.v1 import cluster_pb2 as cpb
+    from proto.podium.v1 import pod_pb2 as ppb
+
+    p = ppb.Pod()
+    p.metadata.name = "web"
+    p.metadata.namespace = "default"
+    p.spec.containers.add(name="main", image="busybox:1.36")
+    container = ppb.Container.FromString(
+        p.spec.containers[0].SerializeToString() + b"\xa8\x06\x01")  # field 101 = 1
+    p.spec.containers[0].CopyFrom(container)
+    obj = cpb.Object()
+    obj.pod.CopyFrom(p)
+    with pytest.raises(Invalid) as caught:
+        validate(obj)
+    assert caught.value.field == "spec.containers[0]"
+    assert "unknown field number(s) 101" in str(caught.value)

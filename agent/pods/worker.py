@@ -212,6 +212,8 @@ class PodWorker:
         self.back_off.record_exit(self._key(c), run.started)
 
     def _start(self, c: ContainerSlot) -> None:
+        if c.waiting_reason == "CreateContainerError" and self.back_off.in_backoff(self._key(c)):
+            return  # a start that failed is retried with the same back-off as a crash
         spec = self._spec(c)
         waiting, pulled = self._check_image(c, spec.image, pull_policy(spec))
         if waiting is not None:
@@ -243,6 +245,7 @@ class PodWorker:
             shutil.rmtree(instance, ignore_errors=True)
             self._wait(c, "CreateContainerError", str(e))
             c.attempts = attempt  # the failed run counts, so its log path is never reused
+            self.back_off.record_exit(self._key(c), self.deps.clock())
             return
         c.image.used()
         if not pulled:

@@ -68,8 +68,10 @@ class FakeContainers:
     cgroups_removed: list[str] = field(default_factory=list)
     fail_start: str = ""
     ignore_term: bool = False
+    start_attempts: list[str] = field(default_factory=list)
 
     def start(self, container_id: str, config: ContainerConfig, log_path: Path) -> int:
+        self.start_attempts.append(container_id)
         if self.fail_start:
             raise SetupError(self.fail_start)
         self.running[container_id] = config
@@ -302,6 +304,20 @@ def test_missing_image_and_failed_start_wait_with_reasons(world: World) -> None:
     status = worker.sync()
     assert state(status) == "running"
     assert world.containers.started == ["u1.app.2"]  # the failed run's number is not reused
+
+
+def test_a_start_that_keeps_failing_is_retried_with_back_off(world: World) -> None:
+    world.containers.fail_start = "exec: /nope: No such file or directory"
+    worker = PodWorker(make_pod(), world.deps)
+    worker.sync()
+    worker.sync()  # the first retry of a streak is immediate
+    tries = len(world.containers.start_attempts)
+    for _ in range(5):  # then it waits out the back-off, not every loop step
+        worker.sync()
+    assert len(world.containers.start_attempts) == tries
+    world.clock.now += 10
+    worker.sync()
+    assert len(world.containers.start_attempts) == tries + 1
 
 
 def test_host_network_has_no_sandbox(world: World) -> None:

@@ -14,16 +14,14 @@ listing every error found, each naming its field in Kubernetes' JSON form
         e.errors                    # all of them, FieldError(field, message)
 
 The checks are small functions, one per part of an object, each adding what
-it finds to a `_Report`; none stops at the first error. Pod specs, shared by
-pods and templates, are checked in `_pod_spec` and below.
+it finds to a `Report` (report.py); none stops at the first error. Pod specs,
+shared by pods and templates, are checked in validate_pods.py.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -37,111 +35,20 @@ from proto.podium.v1 import (
     pod_pb2,
     service_pb2,
 )
-from proto.quantity import QuantityError, parse_quantity
 from scheduler.api import names
+
+# The validation vocabulary, re-exported: callers import it from here.
+from scheduler.api.report import ANNOTATIONS_MAX_BYTES as ANNOTATIONS_MAX_BYTES
+from scheduler.api.report import IMMUTABLE as IMMUTABLE
+from scheduler.api.report import NODE_PORT_RANGE as NODE_PORT_RANGE
+from scheduler.api.report import PROTOCOLS as PROTOCOLS
+from scheduler.api.report import RESOURCES as RESOURCES
+from scheduler.api.report import FieldError as FieldError
+from scheduler.api.report import Invalid as Invalid
+from scheduler.api.report import Report
 from scheduler.api.selectors import SelectorError, matcher_from
+from scheduler.api.validate_pods import check_pod, check_pod_spec
 from scheduler.objects import CLUSTER_SCOPED, UnknownKind, inner, kind_of, meta, scope
-
-
-class FieldError(NamedTuple):
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class Invalid(ValueError):
-    """An object that may not be stored; str() is "<field>: <message>" per error, joined by "; "."""
-
-    def __init__(self, field: str, message: str, errors: Sequence[FieldError] = ()) -> None:
-        self.errors: tuple[FieldError, ...] = tuple(errors) or (FieldError(field, message),)
-        self.field = self.errors[0].field
-        self.message = self.errors[0].message
-        super().__init__("; ".join(str(e) for e in self.errors))
-
-
-IMMUTABLE = "field is immutable"
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-# What the agent turns into cgroup limits or counts for placement.
-RESOURCES = ("cpu", "memory", "ephemeral-storage")
-ANNOTATIONS_MAX_BYTES = 256 * 1024
-FIELD_REF_PATHS = frozenset({"metadata.name", "metadata.namespace", "metadata.uid",
-                             "spec.nodeName", "spec.serviceAccountName", "status.podIP",
-                             "status.podIPs", "status.hostIP", "status.hostIPs"})
-RESOURCE_REF_NAMES = frozenset({f"{part}.{name}" for part in ("limits", "requests")
-                                for name in RESOURCES})
-NODE_PORT_RANGE = (30000, 32767)
-
-
-class _Report:
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-        self.warnings: list[str] = []
-
-    def error(self, field: str, message: str) -> None:
-        self.errors.append(FieldError(field, message))
-
-    def warn(self, field: str, message: str) -> None:
-        self.warnings.append(f"{field}: {message}")
-
-    def name(self, field: str, value: str, why_not: Callable[[str], str | None]) -> None:
-        why = why_not(value)
-        if why is not None:
-            self.error(field, why)
-
-    def required(self, field: str, value: object) -> bool:
-        if not value:
-            self.error(field, "required")
-        return bool(value)
-
-    def one_of(self, field: str, value: str, allowed: Sequence[str]) -> None:
-        """`value` must be "" or one of `allowed`."""
-        if value and value not in allowed:
-            self.error(field, f'"{value}" is not one of {", ".join(allowed)}')
-
-    def at_least(self, field: str, value: int, low: int = 0) -> None:
-        if value < low:
-            self.error(field, f"{value} must be at least {low}")
-
-    def port(self, field: str, value: int) -> None:
-        if not 1 <= value <= 65535:
-            self.error(field, f"{value} is not a port number (1 to 65535)")
-
-    def port_or_name(self, field: str, value: meta_pb2.IntOrString) -> None:
-        which = value.WhichOneof("value")
-        if which is None:
-            self.error(field, "required")
-        elif which == "int_value":
-            self.port(field, value.int_value)
-        else:
-            self.name(field, value.str_value, names.why_not_port_name)
-
-    def ip(self, field: str, value: str, *, v4_only: bool = False) -> None:
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            self.error(field, f'"{value}" is not an IP address')
-            return
-        if v4_only and address.version != 4:
-            self.error(field, f'"{value}" is not an IPv4 address')
-
-    def cidr(self, field: str, value: str) -> None:
-        try:
-            ipaddress.ip_network(value)
-        except ValueError as e:
-            self.error(field, f'"{value}" is not a CIDR ({e})')
-
-    def quantity(self, field: str, value: str) -> Decimal | None:
-        try:
-            number = parse_quantity(value)
-        except QuantityError as e:
-            self.error(field, str(e))
-            return None
-        if number < 0:
-            self.error(field, f'"{value}" must not be negative')
-            return None
-        return number
 
 
 def validate(obj: cluster_pb2.Object, old: cluster_pb2.Object | None = None) -> list[str]:
@@ -150,7 +57,7 @@ def validate(obj: cluster_pb2.Object, old: cluster_pb2.Object | None = None) -> 
         kind = kind_of(obj)
     except UnknownKind as e:
         raise Invalid("kind", str(e)) from None
-    report = _Report()
+    report = Report()
     _unknown_fields(report, inner(obj), "")
     _metadata(report, kind, meta(obj), "metadata")
     _KINDS[kind](report, inner(obj))
@@ -161,7 +68,7 @@ def validate(obj: cluster_pb2.Object, old: cluster_pb2.Object | None = None) -> 
     return report.warnings
 
 
-def _unknown_fields(r: _Report, message: Message, path: str) -> None:
+def _unknown_fields(r: Report, message: Message, path: str) -> None:
     """Fields a client's newer or foreign schema sent that podium does not know:
     protobuf keeps them quietly, so they are refused here by name (number)."""
     unknown = UnknownFieldSet(message)
@@ -189,7 +96,7 @@ def _unknown_fields(r: _Report, message: Message, path: str) -> None:
 _LABEL_NAMED = frozenset({"Namespace", "Service"})
 
 
-def _metadata(r: _Report, kind: str, m: meta_pb2.ObjectMeta, path: str) -> None:
+def _metadata(r: Report, kind: str, m: meta_pb2.ObjectMeta, path: str) -> None:
     why_not = (names.why_not_dns1123_label if kind in _LABEL_NAMED
                else names.why_not_dns1123_subdomain)
     if m.name:
@@ -203,7 +110,7 @@ def _metadata(r: _Report, kind: str, m: meta_pb2.ObjectMeta, path: str) -> None:
             r.error(f"{path}.namespace", f"not allowed: {kind} is cluster-scoped")
     elif m.namespace:
         r.name(f"{path}.namespace", m.namespace, names.why_not_dns1123_label)
-    _labels(r, m.labels, f"{path}.labels")
+    r.labels(m.labels, f"{path}.labels")
     _annotations(r, m.annotations, f"{path}.annotations")
     controllers = 0
     for i, ref in enumerate(m.owner_references):
@@ -218,13 +125,7 @@ def _metadata(r: _Report, kind: str, m: meta_pb2.ObjectMeta, path: str) -> None:
         r.name(f"{path}.finalizers[{i}]", finalizer, names.why_not_qualified_name)
 
 
-def _labels(r: _Report, labels: Mapping[str, str], path: str) -> None:
-    for key, value in labels.items():
-        r.name(path, key, names.why_not_qualified_name)
-        r.name(f"{path}[{key}]", value, names.why_not_label_value)
-
-
-def _annotations(r: _Report, annotations: Mapping[str, str], path: str) -> None:
+def _annotations(r: Report, annotations: Mapping[str, str], path: str) -> None:
     size = 0
     for key, value in annotations.items():
         r.name(path, key, names.why_not_qualified_name)
@@ -233,262 +134,15 @@ def _annotations(r: _Report, annotations: Mapping[str, str], path: str) -> None:
         r.error(path, f"{size} bytes in all, more than {ANNOTATIONS_MAX_BYTES}")
 
 
-# --- pods ----------------------------------------------------------------------------
-
-
-def _pod(r: _Report, pod: pod_pb2.Pod) -> None:
-    _pod_spec(r, pod.spec, "spec")
-
-
-def _pod_spec(r: _Report, spec: pod_pb2.PodSpec, path: str) -> None:
-    volumes = _volumes(r, spec.volumes, f"{path}.volumes")
-    if not spec.containers:
-        r.error(f"{path}.containers", "required: a pod needs at least one container")
-    seen: set[str] = set()
-    lists = (("initContainers", spec.init_containers), ("containers", spec.containers))
-    for field, containers in lists:
-        for i, c in enumerate(containers):
-            where = f"{path}.{field}[{i}]"
-            if c.name in seen:
-                r.error(f"{where}.name", f'"{c.name}" is the name of another container')
-            seen.add(c.name)
-            _container(r, c, where, volumes, init=field == "initContainers")
-            if spec.host_network:
-                for j, port in enumerate(c.ports):
-                    if port.host_port and port.host_port != port.container_port:
-                        r.error(f"{where}.ports[{j}].hostPort",
-                                "must equal containerPort when hostNetwork is true")
-    _host_ports(r, spec.containers, f"{path}.containers")
-    r.one_of(f"{path}.restartPolicy", spec.restart_policy, ("Always", "OnFailure", "Never"))
-    r.one_of(f"{path}.dnsPolicy", spec.dns_policy,
-             ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"))
-    if spec.dns_policy == "None" and not spec.dns_config.nameservers:
-        r.error(f"{path}.dnsConfig.nameservers", "required when dnsPolicy is None")
-    for i, server in enumerate(spec.dns_config.nameservers):
-        r.ip(f"{path}.dnsConfig.nameservers[{i}]", server)
-    if len(spec.dns_config.nameservers) > 3:
-        r.error(f"{path}.dnsConfig.nameservers", "at most 3 nameservers")
-    for i, search in enumerate(spec.dns_config.searches):
-        r.name(f"{path}.dnsConfig.searches[{i}]", search.rstrip("."),
-               names.why_not_dns1123_subdomain)
-    if spec.HasField("termination_grace_period_seconds"):
-        r.at_least(f"{path}.terminationGracePeriodSeconds",
-                   spec.termination_grace_period_seconds)
-    _labels(r, spec.node_selector, f"{path}.nodeSelector")
-    if spec.node_name:
-        r.name(f"{path}.nodeName", spec.node_name, names.why_not_dns1123_subdomain)
-    if spec.hostname:
-        r.name(f"{path}.hostname", spec.hostname, names.why_not_dns1123_label)
-    if spec.subdomain:
-        r.name(f"{path}.subdomain", spec.subdomain, names.why_not_dns1123_label)
-    for i, toleration in enumerate(spec.tolerations):
-        _toleration(r, toleration, f"{path}.tolerations[{i}]")
-    for i, alias in enumerate(spec.host_aliases):
-        r.ip(f"{path}.hostAliases[{i}].ip", alias.ip)
-        r.required(f"{path}.hostAliases[{i}].hostnames", alias.hostnames)
-    _ids(r, spec.security_context, f"{path}.securityContext")
-    if spec.security_context.HasField("fs_group"):
-        r.at_least(f"{path}.securityContext.fsGroup", spec.security_context.fs_group)
-    for i, group in enumerate(spec.security_context.supplemental_groups):
-        r.at_least(f"{path}.securityContext.supplementalGroups[{i}]", group)
-
-
-def _ids(r: _Report, context: pod_pb2.PodSecurityContext | pod_pb2.SecurityContext,
-         path: str) -> None:
-    if context.HasField("run_as_user"):
-        r.at_least(f"{path}.runAsUser", context.run_as_user)
-    if context.HasField("run_as_group"):
-        r.at_least(f"{path}.runAsGroup", context.run_as_group)
-
-
-def _volumes(r: _Report, volumes: Sequence[pod_pb2.Volume], path: str) -> set[str]:
-    seen: set[str] = set()
-    for i, volume in enumerate(volumes):
-        where = f"{path}[{i}]"
-        if r.required(f"{where}.name", volume.name):
-            r.name(f"{where}.name", volume.name, names.why_not_dns1123_label)
-        if volume.name in seen:
-            r.error(f"{where}.name", f'"{volume.name}" is the name of another volume')
-        seen.add(volume.name)
-        source = volume.WhichOneof("source")
-        if source is None:
-            r.error(where, "needs exactly one source (emptyDir or hostPath)")
-        elif source == "empty_dir":
-            empty = volume.empty_dir
-            r.one_of(f"{where}.emptyDir.medium", empty.medium, ("Memory",))
-            if empty.size_limit:
-                r.quantity(f"{where}.emptyDir.sizeLimit", empty.size_limit)
-                if empty.medium != "Memory":
-                    r.warn(f"{where}.emptyDir.sizeLimit",
-                           "enforced only for medium Memory; ignored on the node's disk")
-        else:
-            host = volume.host_path
-            if r.required(f"{where}.hostPath.path", host.path) and not host.path.startswith("/"):
-                r.error(f"{where}.hostPath.path", f'"{host.path}" is not an absolute path')
-            r.one_of(f"{where}.hostPath.type", host.type,
-                     ("DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket",
-                      "CharDevice", "BlockDevice"))
-    return seen
-
-
-def _container(r: _Report, c: pod_pb2.Container, path: str, volumes: set[str],
-               *, init: bool) -> None:
-    if r.required(f"{path}.name", c.name):
-        r.name(f"{path}.name", c.name, names.why_not_dns1123_label)
-    if r.required(f"{path}.image", c.image) and c.image != c.image.strip():
-        r.error(f"{path}.image", f'"{c.image}" has spaces around it')
-    r.one_of(f"{path}.imagePullPolicy", c.image_pull_policy, ("Always", "IfNotPresent", "Never"))
-    port_names: set[str] = set()
-    for i, port in enumerate(c.ports):
-        where = f"{path}.ports[{i}]"
-        r.port(f"{where}.containerPort", port.container_port)
-        if port.host_port:
-            r.port(f"{where}.hostPort", port.host_port)
-        r.one_of(f"{where}.protocol", port.protocol, PROTOCOLS)
-        if port.host_ip:
-            r.ip(f"{where}.hostIP", port.host_ip)
-        if port.name:
-            r.name(f"{where}.name", port.name, names.why_not_port_name)
-            if port.name in port_names:
-                r.error(f"{where}.name", f'"{port.name}" is the name of another port')
-            port_names.add(port.name)
-    for i, var in enumerate(c.env):
-        _env_var(r, var, f"{path}.env[{i}]")
-    _resources(r, c.resources, f"{path}.resources")
-    mount_paths: set[str] = set()
-    for i, mount in enumerate(c.volume_mounts):
-        where = f"{path}.volumeMounts[{i}]"
-        if r.required(f"{where}.name", mount.name) and mount.name not in volumes:
-            r.error(f"{where}.name", f'"{mount.name}" is not the name of a volume in the pod')
-        if r.required(f"{where}.mountPath", mount.mount_path):
-            if not mount.mount_path.startswith("/"):
-                r.error(f"{where}.mountPath", f'"{mount.mount_path}" is not an absolute path')
-            if mount.mount_path in mount_paths:
-                r.error(f"{where}.mountPath", f'"{mount.mount_path}" is mounted twice')
-            mount_paths.add(mount.mount_path)
-        if mount.sub_path.startswith("/") or ".." in mount.sub_path.split("/"):
-            r.error(f"{where}.subPath", f'"{mount.sub_path}" must be relative, without ".."')
-    for field, name in (("liveness_probe", "livenessProbe"), ("readiness_probe", "readinessProbe"),
-                        ("startup_probe", "startupProbe")):
-        if not c.HasField(field):  # type: ignore[arg-type]
-            continue
-        if init:
-            r.error(f"{path}.{name}", "not allowed for init containers")
-        else:
-            _probe(r, getattr(c, field), f"{path}.{name}", single_success=name != "readinessProbe")
-    _ids(r, c.security_context, f"{path}.securityContext")
-
-
-def _env_var(r: _Report, var: pod_pb2.EnvVar, path: str) -> None:
-    if r.required(f"{path}.name", var.name):
-        r.name(f"{path}.name", var.name, names.why_not_env_var_name)
-    source = var.value_from.WhichOneof("source") if var.HasField("value_from") else None
-    if var.HasField("value_from") and source is None:
-        r.error(f"{path}.valueFrom", "needs fieldRef or resourceFieldRef")
-    if source is not None and var.value:
-        r.error(f"{path}.valueFrom", "not allowed together with value")
-    if source == "field_ref":
-        field_path = var.value_from.field_ref.field_path
-        if not (field_path in FIELD_REF_PATHS or field_path.startswith(
-                ("metadata.labels['", "metadata.annotations['"))):
-            r.error(f"{path}.valueFrom.fieldRef.fieldPath",
-                    f'"{field_path}" is not one of {", ".join(sorted(FIELD_REF_PATHS))}, '
-                    "metadata.labels['<key>'] or metadata.annotations['<key>']")
-    elif source == "resource_field_ref":
-        ref = var.value_from.resource_field_ref
-        where = f"{path}.valueFrom.resourceFieldRef.resource"
-        if r.required(where, ref.resource):
-            r.one_of(where, ref.resource, sorted(RESOURCE_REF_NAMES))
-        if ref.divisor:
-            r.quantity(f"{path}.valueFrom.resourceFieldRef.divisor", ref.divisor)
-
-
-def _resources(r: _Report, res: pod_pb2.ResourceRequirements, path: str) -> None:
-    amounts: dict[str, dict[str, Decimal]] = {"limits": {}, "requests": {}}
-    for part, values in (("limits", res.limits), ("requests", res.requests)):
-        for name, text in values.items():
-            where = f"{path}.{part}[{name}]"
-            if name not in RESOURCES:
-                r.error(where, f'"{name}" is not a resource podium knows '
-                               f'({", ".join(RESOURCES)})')
-                continue
-            amount = r.quantity(where, text)
-            if amount is None:
-                continue
-            amounts[part][name] = amount
-            if name == "memory" and amount != amount.to_integral_value():
-                r.warn(where, f'"{text}" is a fractional number of bytes; rounded up')
-            if name == "ephemeral-storage" and part == "limits":
-                r.warn(where, "not enforced by podium's agent")
-    for name, request in amounts["requests"].items():
-        limit = amounts["limits"].get(name)
-        if limit is not None and request > limit:
-            r.error(f"{path}.requests[{name}]", f'"{res.requests[name]}" is more than the '
-                                                 f'limit "{res.limits[name]}"')
-
-
-def _probe(r: _Report, probe: pod_pb2.Probe, path: str, *, single_success: bool) -> None:
-    action = probe.WhichOneof("action")
-    if action is None:
-        r.error(path, "needs exactly one action (exec, httpGet or tcpSocket)")
-    elif action == "http_get":
-        r.port_or_name(f"{path}.httpGet.port", probe.http_get.port)
-        r.one_of(f"{path}.httpGet.scheme", probe.http_get.scheme, ("HTTP", "HTTPS"))
-    elif action == "tcp_socket":
-        r.port_or_name(f"{path}.tcpSocket.port", probe.tcp_socket.port)
-    elif not probe.exec.command:
-        r.error(f"{path}.exec.command", "required")
-    for field, value in (("initialDelaySeconds", probe.initial_delay_seconds),
-                         ("timeoutSeconds", probe.timeout_seconds),
-                         ("periodSeconds", probe.period_seconds),
-                         ("successThreshold", probe.success_threshold),
-                         ("failureThreshold", probe.failure_threshold)):
-        r.at_least(f"{path}.{field}", value)
-    if single_success and probe.success_threshold > 1:
-        r.error(f"{path}.successThreshold", "must be 1 for liveness and startup probes")
-    if probe.HasField("termination_grace_period_seconds"):
-        r.at_least(f"{path}.terminationGracePeriodSeconds",
-                   probe.termination_grace_period_seconds, 1)
-
-
-def _host_ports(r: _Report, containers: Sequence[pod_pb2.Container], path: str) -> None:
-    taken: dict[tuple[str, str, int], str] = {}
-    for i, c in enumerate(containers):
-        for j, port in enumerate(c.ports):
-            if not port.host_port:
-                continue
-            key = (port.host_ip or "0.0.0.0", port.protocol or "TCP", port.host_port)
-            where = f"{path}[{i}].ports[{j}].hostPort"
-            if key in taken:
-                r.error(where, f"{port.host_port}/{key[1]} is also {taken[key]}")
-            else:
-                taken[key] = where
-
-
-def _toleration(r: _Report, t: pod_pb2.Toleration, path: str) -> None:
-    if t.key:
-        r.name(f"{path}.key", t.key, names.why_not_qualified_name)
-    r.one_of(f"{path}.operator", t.operator, ("Equal", "Exists"))
-    if t.operator == "Exists" and t.value:
-        r.error(f"{path}.value", "must be empty when operator is Exists")
-    if not t.key and t.operator != "Exists":
-        r.error(f"{path}.operator", "must be Exists when key is empty")
-    if t.operator != "Exists":
-        r.name(f"{path}.value", t.value, names.why_not_label_value)
-    r.one_of(f"{path}.effect", t.effect, ("NoSchedule", "PreferNoSchedule", "NoExecute"))
-    if t.HasField("toleration_seconds") and t.effect != "NoExecute":
-        r.error(f"{path}.tolerationSeconds", "allowed only with effect NoExecute")
-
-
 # --- Deployments and ReplicaSets -----------------------------------------------------
 
 
-def _replicated(r: _Report, replicas: int | None, min_ready: int,
+def _replicated(r: Report, replicas: int | None, min_ready: int,
                 selector: meta_pb2.LabelSelector, template: pod_pb2.PodTemplateSpec) -> None:
     if replicas is not None:
         r.at_least("spec.replicas", replicas)
     r.at_least("spec.minReadySeconds", min_ready)
-    _labels(r, template.metadata.labels, "spec.template.metadata.labels")
+    r.labels(template.metadata.labels, "spec.template.metadata.labels")
     _annotations(r, template.metadata.annotations, "spec.template.metadata.annotations")
     if not selector.match_labels and not selector.match_expressions:
         r.error("spec.selector", "required: a selector matching the template's labels")
@@ -501,13 +155,13 @@ def _replicated(r: _Report, replicas: int | None, min_ready: int,
             if not matcher.matches(template.metadata.labels):
                 r.error("spec.template.metadata.labels",
                         f'selector does not match template labels (selector "{matcher}")')
-    _pod_spec(r, template.spec, "spec.template.spec")
+    check_pod_spec(r, template.spec, "spec.template.spec")
     if template.spec.restart_policy not in ("", "Always"):
         r.error("spec.template.spec.restartPolicy",
                 f'"{template.spec.restart_policy}" is not allowed: only Always')
 
 
-def _deployment(r: _Report, deployment: apps_pb2.Deployment) -> None:
+def _deployment(r: Report, deployment: apps_pb2.Deployment) -> None:
     spec = deployment.spec
     _replicated(r, spec.replicas if spec.HasField("replicas") else None,
                 spec.min_ready_seconds, spec.selector, spec.template)
@@ -534,7 +188,7 @@ def _deployment(r: _Report, deployment: apps_pb2.Deployment) -> None:
         r.error(f"{path}.maxUnavailable", "may not be 0 when maxSurge is 0")
 
 
-def _count_or_percent(r: _Report, field: str, value: meta_pb2.IntOrString) -> int | None:
+def _count_or_percent(r: Report, field: str, value: meta_pb2.IntOrString) -> int | None:
     """The number (or percentage) in `value`; None if unset or wrong."""
     which = value.WhichOneof("value")
     if which is None:
@@ -549,7 +203,7 @@ def _count_or_percent(r: _Report, field: str, value: meta_pb2.IntOrString) -> in
     return int(text[:-1])
 
 
-def _replica_set(r: _Report, rs: apps_pb2.ReplicaSet) -> None:
+def _replica_set(r: Report, rs: apps_pb2.ReplicaSet) -> None:
     spec = rs.spec
     _replicated(r, spec.replicas if spec.HasField("replicas") else None,
                 spec.min_ready_seconds, spec.selector, spec.template)
@@ -558,7 +212,7 @@ def _replica_set(r: _Report, rs: apps_pb2.ReplicaSet) -> None:
 # --- Services and Endpoints ----------------------------------------------------------
 
 
-def _service(r: _Report, service: service_pb2.Service) -> None:
+def _service(r: Report, service: service_pb2.Service) -> None:
     spec = service.spec
     if spec.type == "ExternalName":
         r.error("spec.type", "ExternalName is not supported by podium (no externalName field)")
@@ -606,7 +260,7 @@ def _service(r: _Report, service: service_pb2.Service) -> None:
             if (port.node_port, protocol) in taken_node:
                 r.error(f"{where}.nodePort", f"{port.node_port}/{protocol} is also another port's")
             taken_node.add((port.node_port, protocol))
-    _labels(r, spec.selector, "spec.selector")
+    r.labels(spec.selector, "spec.selector")
     r.one_of("spec.sessionAffinity", spec.session_affinity, ("None", "ClientIP"))
     if spec.HasField("session_affinity_config"):
         if spec.session_affinity != "ClientIP":
@@ -626,7 +280,7 @@ def _service(r: _Report, service: service_pb2.Service) -> None:
                "ignored: podium's load balancer ingress is the nodes' own addresses")
 
 
-def _endpoints(r: _Report, endpoints: service_pb2.Endpoints) -> None:
+def _endpoints(r: Report, endpoints: service_pb2.Endpoints) -> None:
     for i, subset in enumerate(endpoints.subsets):
         path = f"subsets[{i}]"
         for field, addresses in (("addresses", subset.addresses),
@@ -656,7 +310,7 @@ def _endpoints(r: _Report, endpoints: service_pb2.Endpoints) -> None:
 # --- Nodes, Namespaces, Events ---------------------------------------------------------
 
 
-def _node(r: _Report, node: node_pb2.Node) -> None:
+def _node(r: Report, node: node_pb2.Node) -> None:
     spec = node.spec
     if spec.pod_cidr:
         r.cidr("spec.podCIDR", spec.pod_cidr)
@@ -678,13 +332,13 @@ def _node(r: _Report, node: node_pb2.Node) -> None:
             r.quantity(f"status.{part}[{name}]", text)
 
 
-def _namespace(r: _Report, namespace: core_pb2.Namespace) -> None:
+def _namespace(r: Report, namespace: core_pb2.Namespace) -> None:
     for i, finalizer in enumerate(namespace.spec.finalizers):
         r.name(f"spec.finalizers[{i}]", finalizer, names.why_not_qualified_name)
     r.one_of("status.phase", namespace.status.phase, ("Active", "Terminating"))
 
 
-def _event(r: _Report, event: core_pb2.Event) -> None:
+def _event(r: Report, event: core_pb2.Event) -> None:
     involved = event.involved_object
     r.required("involvedObject.kind", involved.kind)
     r.required("involvedObject.name", involved.name)
@@ -696,8 +350,8 @@ def _event(r: _Report, event: core_pb2.Event) -> None:
     r.at_least("count", event.count)
 
 
-_KINDS: dict[str, Callable[[_Report, Any], None]] = {
-    "Pod": _pod,
+_KINDS: dict[str, Callable[[Report, Any], None]] = {
+    "Pod": check_pod,
     "Node": _node,
     "Namespace": _namespace,
     "Event": _event,
@@ -711,7 +365,7 @@ _KINDS: dict[str, Callable[[_Report, Any], None]] = {
 # --- updates -------------------------------------------------------------------------
 
 
-def _update(r: _Report, kind: str, obj: cluster_pb2.Object, old: cluster_pb2.Object) -> None:
+def _update(r: Report, kind: str, obj: cluster_pb2.Object, old: cluster_pb2.Object) -> None:
     try:
         old_kind = kind_of(old)
     except UnknownKind:
@@ -744,7 +398,7 @@ def _update(r: _Report, kind: str, obj: cluster_pb2.Object, old: cluster_pb2.Obj
             r.error("spec.podCIDR", f'{IMMUTABLE} once set (was "{old_cidr}")')
 
 
-def _pod_update(r: _Report, spec: pod_pb2.PodSpec, old: pod_pb2.PodSpec) -> None:
+def _pod_update(r: Report, spec: pod_pb2.PodSpec, old: pod_pb2.PodSpec) -> None:
     """A pod's spec may change only in its images, added tolerations, and its node once.
 
     An update that leaves the node unset is a change: `defaults.carry_over`

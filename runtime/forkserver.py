@@ -10,12 +10,15 @@ the child it forked: both ends are the same program, nobody else holds the socke
 
 Three kinds of request:
 
-    ShimRequest   start a container under a new shim; the answer is its ``State``
+    ShimRequest   start a container under a new shim: the server forks a helper and
+                  answers at once with the read end of a pipe (passed as a file
+                  descriptor); the helper creates and starts the container under
+                  its shim and writes the pickled ``State`` (or the error) into the
+                  pipe. So several containers start at once.
     ExecRequest   run a process in a running container and wait for it (a probe):
-                  the server forks a helper and answers at once with the read end of
-                  a pipe (passed as a file descriptor); the helper, a child subreaper,
-                  execs the process, waits at most the timeout (killing it then),
-                  reaps it and writes the pickled outcome into the pipe. So a slow
+                  a helper as above, a child subreaper, execs the process, waits at
+                  most the timeout (killing it then), reaps it and writes the
+                  pickled outcome into the pipe. So a slow
                   probe never holds up the server, and the caller waits on its own pipe.
                   The server reaps its helpers, and waits for them when it stops.
     SessionRequest
@@ -38,6 +41,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +55,7 @@ _MAX_MESSAGE = 4 * 1024 * 1024
 _REAP_EVERY = 0.5  # seconds: how often an idle server looks for ended helpers
 _EXEC_MARGIN = 10.0  # seconds past an exec's timeout before its caller stops waiting
 _SESSION_SETUP = 30.0  # seconds an attached exec may take to start
+_SHIM_START = 60.0  # seconds a container may take to be created and started
 _KILL = b"kill"
 
 
@@ -189,10 +195,16 @@ class ForkServer:
         return cls(pid, ours)
 
     def spawn_shim(self, request: ShimRequest) -> State:
-        """Start the container under a new shim (see ``runtime.shim``); thread-safe."""
-        with self._lock:
-            self._sock.send(pickle.dumps(request))
-            answer: Any = pickle.loads(self._sock.recv(_MAX_MESSAGE))
+        """Start the container under a new shim (see ``runtime.shim``); thread-safe, and
+        several may start at once: a helper of the server waits for each."""
+        fd = self._ask_for_fd(request, request.container_id)
+        with os.fdopen(fd, "rb") as pipe:
+            outcome = _read_message(pipe.fileno(), _SHIM_START)
+        if not outcome:
+            raise SetupError(f"fork server: container {request.container_id}: no answer "
+                             f"from its helper" + (f" after {_SHIM_START:g}s"
+                                                   if outcome is None else ""))
+        answer: Any = pickle.loads(outcome)
         if isinstance(answer, RuntimeError_):
             raise answer
         if isinstance(answer, BaseException):
@@ -210,7 +222,7 @@ class ForkServer:
         request = ExecRequest(runtime_root, cgroup_parent, container_id, process, timeout)
         fd = self._ask_for_fd(request, container_id)
         with os.fdopen(fd, "rb") as pipe:
-            outcome = _read_all(pipe.fileno(), timeout + _EXEC_MARGIN)
+            outcome = _read_message(pipe.fileno(), timeout + _EXEC_MARGIN)
         if outcome is None:
             raise SetupError(f"fork server: exec in {container_id}: no answer after "
                              f"{timeout + _EXEC_MARGIN:g}s")
@@ -277,14 +289,42 @@ def _serve(sock: socket.socket) -> None:
                 return  # the parent closed its end (or died)
             request: ShimRequest | ExecRequest | SessionRequest = pickle.loads(data)
             if isinstance(request, ExecRequest):
-                _start_exec(sock, request, helpers)
+                _in_helper(sock, helpers, f"exec in {request.container_id}",
+                           partial(_exec_helper, request))
             elif isinstance(request, SessionRequest):
                 _start_session(sock, request, helpers)
             else:
-                sock.send(pickle.dumps(_spawn(request)))
+                _warm_for_shims()
+                _in_helper(sock, helpers, f"container {request.container_id}",
+                           partial(_spawn, request))
     finally:
         for pid in helpers:  # each ends within its request's timeout
             exit_code(pid)
+
+
+_warmed = False
+
+
+def _warm_for_shims() -> None:
+    """Imports, in the server, what creating a container and running its shim need:
+    every helper and shim forked after this shares those pages with the server
+    instead of importing its own copy (several MiB per shim otherwise)."""
+    global _warmed
+    if _warmed:
+        return
+    import prctl  # noqa: F401 - imported to be shared
+
+    import runtime.create  # noqa: F401
+    import runtime.init  # noqa: F401
+    import runtime.shim  # noqa: F401
+    import runtime.start  # noqa: F401
+    from runtime.cgroups import detect
+
+    try:
+        detect()  # imports the host's cgroup driver
+    except Exception:  # noqa: BLE001 - the container's create will say what is wrong
+        pass
+    _warmed = True
 
 
 def _spawn(request: ShimRequest) -> object:
@@ -299,27 +339,33 @@ def _spawn(request: ShimRequest) -> object:
         return e
 
 
-def _start_exec(sock: socket.socket, request: ExecRequest, helpers: set[int]) -> None:
+def _in_helper(sock: socket.socket, helpers: set[int], what: str,
+               work: Callable[[], object]) -> None:
+    """Forks a helper that runs ``work`` and writes its pickled outcome to a pipe whose
+    read end goes back to the caller at once: the server is free for the next request
+    while the helper works (a container's creation, an exec's wait)."""
     try:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
     except OSError as e:
-        sock.send(pickle.dumps(SetupError(f"exec in {request.container_id}: pipe: {e}")))
+        sock.send(pickle.dumps(SetupError(f"{what}: pipe: {e}")))
         return
     try:
         pid = os.fork()
     except OSError as e:
         os.close(read_end)
         os.close(write_end)
-        sock.send(pickle.dumps(SetupError(f"exec in {request.container_id}: fork: {e}")))
+        sock.send(pickle.dumps(SetupError(f"{what}: fork: {e}")))
         return
     if pid == 0:
         code = 0
         try:
             sock.close()
             os.close(read_end)
-            outcome = _exec_helper(request)
+            outcome = pickle.dumps(work())
+            # Length first: processes the work forked (a shim) may hold the pipe
+            # open for their whole life, so the reader cannot wait for end of file.
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(pickle.dumps(outcome))
+                pipe.write(len(outcome).to_bytes(8, "big") + outcome)
         except BaseException:  # noqa: BLE001 - the caller sees a pipe closed empty
             code = 1
         os._exit(code)
@@ -558,15 +604,20 @@ def _reap_ended(helpers: set[int]) -> None:
             helpers.discard(pid)
 
 
-def _read_all(fd: int, timeout: float) -> bytes | None:
-    """Everything until end of file, or None when the deadline passes first."""
+def _read_message(fd: int, timeout: float) -> bytes | None:
+    """A helper's length-prefixed answer; b"" if it ended without one, None when the
+    deadline passes first."""
     deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    while True:
+    data = b""
+    wanted = 8
+    while len(data) < wanted:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             return None
         chunk = os.read(fd, 65536)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            return b""
+        data += chunk
+        if wanted == 8 and len(data) >= 8:
+            wanted = 8 + int.from_bytes(data[:8], "big")
+    return data[8:wanted]

@@ -59,6 +59,9 @@ DEFAULT_STANDALONE_CIDR = IPv4Network("10.88.0.0/24")
 DEFAULT_MANIFESTS = Path("/etc/podium/manifests")
 DEFAULT_IMAGE_STORE = Path("/var/lib/podium/images")
 LOOP_STALLED = 120.0  # seconds without a loop step before the node says it is not Ready
+# New pods whose first sync may run at once (each on its own thread; the fork
+# server starts their containers side by side).
+STARTERS = 4
 
 
 class AgentConfig(NamedTuple):
@@ -181,7 +184,7 @@ class Agent:
         self.source: PodSource = (self.static if self.link is None
                                   else CombinedSource(self.static, self.link.source))
         self.loop = PodLoop(self.source, self._make_worker, spawn=run_in_thread,
-                            listener=self.link)
+                            listener=self.link, starters=STARTERS)
         from agent.execs import make_exec_service
 
         self.execs = make_exec_service(self.forkserver, self.rt, self.deps.images, self.pods_dir)

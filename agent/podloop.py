@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,12 +70,14 @@ class _Entry:
     status: pod_pb2.PodStatus
     changed: bool = False  # the pod changed since the worker last saw it
     terminating: bool = False
+    starting: bool = False  # its first sync runs on a starter thread
+    removal: tuple[float | None] | None = None  # a REMOVE (its grace) that came meanwhile
 
 
 class PodLoop:
     def __init__(self, source: PodSource, make_worker: MakeWorker,
                  clock: Callable[[], float] = time.monotonic, spawn: Spawn = run_inline,
-                 listener: StatusListener | None = None) -> None:
+                 listener: StatusListener | None = None, starters: int = 0) -> None:
         self.source = source
         self.listener = listener
         self.make_worker = make_worker
@@ -85,6 +88,11 @@ class PodLoop:
         self._entries: dict[str, _Entry] = {}
         self._deferred: dict[str, tuple[pod_pb2.Pod, str]] = {}  # added while terminating
         self._lock = threading.Lock()  # guards _entries against termination threads
+        # A new pod's first sync (sandbox, images, containers) takes tens of
+        # milliseconds; with starters, up to that many new pods start at once on
+        # their own threads while the loop goes on. 0: inline (tests).
+        self._starters = (ThreadPoolExecutor(starters, thread_name_prefix="podium-start")
+                          if starters else None)
         self._view: dict[str, pod_pb2.Pod] = {}
 
     # --- what others read ---------------------------------------------------------
@@ -113,11 +121,19 @@ class PodLoop:
         with self._lock:
             entries = list(self._entries.values())
         for entry in entries:
-            if not entry.terminating:
-                self._sync(entry)
-                # Each pod's status is shown as soon as it is known, not after the
-                # whole batch: a burst of new pods must not wait for the slowest.
-                self._publish_one(entry)
+            if entry.removal is not None and not entry.starting:
+                self._remove(entry.pod.metadata.uid, entry.removal[0])
+                continue
+            if entry.terminating or entry.starting:
+                continue
+            if entry.worker is None and self._starters is not None:
+                entry.starting = True
+                self._starters.submit(self._first_sync, entry)
+                continue
+            self._sync(entry)
+            # Each pod's status is shown as soon as it is known, not after the
+            # whole batch: a burst of new pods must not wait for the slowest.
+            self._publish_one(entry)
         self._publish()
         self.last_step = self.clock()
 
@@ -142,6 +158,15 @@ class PodLoop:
         while not stop.is_set():
             self.step()
             stop.wait(period)
+        if self._starters is not None:
+            self._starters.shutdown(wait=True)
+
+    def _first_sync(self, entry: _Entry) -> None:
+        """On a starter thread; the loop publishes the status at its next step."""
+        try:
+            self._sync(entry)
+        finally:
+            entry.starting = False
 
     # --- decisions ----------------------------------------------------------------
 
@@ -167,6 +192,9 @@ class PodLoop:
         self._deferred.pop(uid, None)
         entry = self._entries.get(uid)
         if entry is None or entry.terminating:
+            return
+        if entry.starting:  # stopped once its start is over, by the loop
+            entry.removal = (grace,)
             return
         worker = entry.worker
         if worker is None:

@@ -3,6 +3,8 @@ replace, errors kept to their pod, terminations on the injected spawner."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -206,3 +208,40 @@ def test_removing_an_unknown_pod_is_harmless() -> None:
     w.source.batches.append([event(REMOVE, make_pod("ghost"))])
     w.loop.step()
     assert w.loop.pods() == [] and w.log == []
+
+
+def test_new_pods_start_side_by_side_and_a_removal_waits_for_the_start() -> None:
+    gate = threading.Event()
+    started: list[str] = []
+    log: list[str] = []
+
+    class SlowWorker(FakeWorker):
+        def sync(self, pod: pod_pb2.Pod | None = None) -> pod_pb2.PodStatus:
+            if not self.synced:  # the first sync: the pod's start
+                started.append(self.pod.metadata.name)
+                assert gate.wait(10)
+            return super().sync(pod)
+
+    source = FakeSource()
+    loop = PodLoop(source, lambda pod: SlowWorker(pod, log), clock=lambda: 5.0,
+                   spawn=lambda task: task(), starters=2)
+    source.batches.append([event(ADD, make_pod("a")), event(ADD, make_pod("b"))])
+    loop.step()  # returns at once: both starts run on starter threads
+    deadline = time.monotonic() + 10
+    while len(started) < 2:
+        assert time.monotonic() < deadline, "the two starts did not run side by side"
+        time.sleep(0.01)
+    source.batches.append([event(REMOVE, make_pod("a"))])
+    loop.step()  # a is still starting: its removal waits
+    assert "terminate a" not in log
+    gate.set()
+    while any(p.status.phase != "Running" for p in loop.pods()) or len(log) < 2:
+        assert time.monotonic() < deadline
+        loop.step()
+        time.sleep(0.01)
+    loop.step()
+    assert "terminate a" in log
+    assert [p.metadata.name for p in loop.pods()] == ["b"]
+    stop = threading.Event()
+    stop.set()
+    loop.run(stop)  # shuts the starters down

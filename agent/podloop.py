@@ -71,6 +71,7 @@ class _Entry:
     changed: bool = False  # the pod changed since the worker last saw it
     terminating: bool = False
     starting: bool = False  # its first sync runs on a starter thread
+    told: pod_pb2.PodStatus | None = None  # the status the listener last heard
     removal: tuple[float | None] | None = None  # a REMOVE (its grace) that came meanwhile
 
 
@@ -242,10 +243,12 @@ class PodLoop:
         pod.CopyFrom(entry.pod)
         pod.status.CopyFrom(entry.status)
         view = dict(self._view)  # readers hold the old dict: never change it in place
-        old = view.get(entry.pod.metadata.uid)
         view[entry.pod.metadata.uid] = pod
         self._view = view
-        if self.listener is not None and (old is None or old.status != pod.status):
+        # Compared with what the listener heard, not with the view: a pod started on
+        # a starter thread reaches the view (at the step's end) before the listener.
+        if self.listener is not None and entry.told != pod.status:
+            entry.told = pod.status
             self.listener.pod_status(pod, entry.source)
 
     def _stopped(self, entry: _Entry, status: pod_pb2.PodStatus) -> None:

@@ -222,9 +222,18 @@ def test_new_pods_start_side_by_side_and_a_removal_waits_for_the_start() -> None
                 assert gate.wait(10)
             return super().sync(pod)
 
+    told: list[tuple[str, str]] = []
+
+    class Listener:
+        def pod_status(self, pod: pod_pb2.Pod, source: str) -> None:
+            told.append((pod.metadata.name, pod.status.phase))
+
+        def pod_stopped(self, pod: pod_pb2.Pod, source: str) -> None:
+            told.append((pod.metadata.name, "stopped"))
+
     source = FakeSource()
     loop = PodLoop(source, lambda pod: SlowWorker(pod, log), clock=lambda: 5.0,
-                   spawn=lambda task: task(), starters=2)
+                   spawn=lambda task: task(), starters=2, listener=Listener())
     source.batches.append([event(ADD, make_pod("a")), event(ADD, make_pod("b"))])
     loop.step()  # returns at once: both starts run on starter threads
     deadline = time.monotonic() + 10
@@ -235,6 +244,12 @@ def test_new_pods_start_side_by_side_and_a_removal_waits_for_the_start() -> None
     loop.step()  # a is still starting: its removal waits
     assert "terminate a" not in log
     gate.set()
+    while loop.worker("uid-b") is None or loop._entries["uid-b"].starting:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # The start may end while a step is between its syncs and its publishing: the
+    # pod then reaches the view before its next sync. It must still be reported.
+    loop._publish()
     while any(p.status.phase != "Running" for p in loop.pods()) or len(log) < 2:
         assert time.monotonic() < deadline
         loop.step()
@@ -242,6 +257,8 @@ def test_new_pods_start_side_by_side_and_a_removal_waits_for_the_start() -> None
     loop.step()
     assert "terminate a" in log
     assert [p.metadata.name for p in loop.pods()] == ["b"]
+    assert ("b", "Running") in told  # a pod started on a starter thread is reported
+    assert ("a", "stopped") in told
     stop = threading.Event()
     stop.set()
     loop.run(stop)  # shuts the starters down

@@ -29,6 +29,7 @@ import pytest
 
 from runtime.spec import default_config
 from tests.conftest import need, need_root
+from tests.support.monitor import Result
 from tests.support.processes import wait_until_looping
 
 pytestmark = pytest.mark.root
@@ -40,21 +41,6 @@ SLEEPER = ["sleep", "1000"]
 # busybox sleep as PID 1 ignores TERM (the kernel drops signals a namespace's init has
 # no handler for): this init ends on TERM, as a real service would.
 TERMINABLE = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
-
-
-@dataclass
-class Result:
-    args: list[str]
-    code: int
-    out: str
-    err: str
-
-    def __str__(self) -> str:
-        return (f"$ podium-runtime {' '.join(a[:60] for a in self.args)}\n"
-                f"exit {self.code}\nstdout: {self.out!r}\nstderr: {self.err!r}")
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @dataclass
@@ -79,7 +65,8 @@ class Cli:
                                   stderr=err, timeout=timeout, cwd=cwd)
             out.seek(0)
             err.seek(0)
-            return Result(list(args), proc.returncode, out.read().decode(errors="replace"),
+            return Result(["podium-runtime", *args], proc.returncode,
+                          out.read().decode(errors="replace"),
                           err.read().decode(errors="replace"))
 
     def ok(self, *args: str, **kw: Any) -> Result:

@@ -6,18 +6,16 @@ import gzip
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime.images import ImageStore
 from tests.conftest import need, need_root
-from tests.support.registry import REGISTRY_BIN, Registry, make_oci_layout, skopeo
+from tests.support.registry import Registry, make_oci_layout, skopeo
 
 PODIUM = Path(sys.executable).parent / "podium"
 
@@ -180,27 +178,6 @@ def test_debug_shows_the_traceback(podium: Podium) -> None:
 
 
 # --- registries ----------------------------------------------------------------------
-
-
-def _need_tools() -> None:
-    need(os.path.exists(REGISTRY_BIN), "needs Debian's docker-registry package")
-    need(shutil.which("skopeo") is not None, "needs Debian's skopeo package")
-
-
-@pytest.fixture
-def registry(tmp_dir: Path) -> Iterator[Registry]:
-    _need_tools()
-    reg = Registry(tmp_dir / "registry").start()
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture
-def auth_registry(tmp_dir: Path) -> Iterator[Registry]:
-    _need_tools()
-    reg = Registry(tmp_dir / "auth-registry", users={"alice": "s3cret"}).start()
-    yield reg
-    reg.stop()
 
 
 def _skopeo_push(rootfs: Path, tmp_dir: Path, target: str, *extra: str) -> str:

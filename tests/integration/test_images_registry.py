@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,28 +23,7 @@ from runtime.images import (
 )
 from runtime.images.progress import TextProgress
 from tests.conftest import need
-from tests.support.registry import REGISTRY_BIN, Registry, make_oci_layout, skopeo
-
-
-def _need_tools() -> None:
-    need(os.path.exists(REGISTRY_BIN), "needs Debian's docker-registry package")
-    need(shutil.which("skopeo") is not None, "needs Debian's skopeo package")
-
-
-@pytest.fixture
-def registry(tmp_dir: Path) -> Iterator[Registry]:
-    _need_tools()
-    reg = Registry(tmp_dir / "registry").start()
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture
-def auth_registry(tmp_dir: Path) -> Iterator[Registry]:
-    _need_tools()
-    reg = Registry(tmp_dir / "registry", users={"alice": "s3cret"}).start()
-    yield reg
-    reg.stop()
+from tests.support.registry import Registry, make_oci_layout, skopeo
 
 
 @pytest.fixture

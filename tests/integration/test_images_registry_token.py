@@ -20,7 +20,12 @@ import pytest
 
 from runtime.images import AuthError, Credentials, ImageStore, import_rootfs, pull, push
 from tests.conftest import need
-from tests.support.registry import REGISTRY_BIN, Registry, make_oci_layout, skopeo
+from tests.support.registry import (
+    Registry,
+    make_oci_layout,
+    need_registry_tools,
+    skopeo,
+)
 from tests.support.token_server import ISSUER, SERVICE, SigningKey, TokenServer, b64url
 
 USER, PASSWORD = "alice", "s3cret"
@@ -42,8 +47,7 @@ def token_server(signing_key: SigningKey) -> Iterator[TokenServer]:
 @pytest.fixture
 def registry(tmp_dir: Path, token_server: TokenServer, signing_key: SigningKey
              ) -> Iterator[Registry]:
-    need(os.path.exists(REGISTRY_BIN), "needs Debian's docker-registry package")
-    need(shutil.which("skopeo") is not None, "needs Debian's skopeo package")
+    need_registry_tools()
     reg = Registry(tmp_dir / "registry", token={
         "realm": token_server.realm, "service": SERVICE, "issuer": ISSUER,
         "rootcertbundle": str(signing_key.cert),

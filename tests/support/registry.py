@@ -174,3 +174,13 @@ def make_oci_layout(rootfs: Path, dest: Path, tag: str, multi_arch: bool = False
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
     (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     return str(manifest["digest"])
+
+
+def need_registry_tools() -> None:
+    """Debian's docker-registry and skopeo, or a skip (a failure under PODIUM_REQUIRE_ALL)."""
+    import shutil
+
+    from tests.conftest import need
+
+    need(os.path.exists(REGISTRY_BIN), "needs Debian's docker-registry package")
+    need(shutil.which("skopeo") is not None, "needs Debian's skopeo package")

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-import time
 from collections.abc import Iterator
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from proto.podium.v1 import cluster_pb2, node_pb2, pod_pb2
 from scheduler import objects
 from scheduler.api import watching
 from scheduler.api.errors import Denied, Precondition, streaming, unary
-from scheduler.api.registry import Registry, pod_stopped
+from scheduler.api.registry import Registry, pod_stopped, timestamp_now
 from scheduler.api.validation import Invalid
 from scheduler.controllers.leases import Leases
 from scheduler.objects import Key
@@ -32,17 +30,12 @@ DEFAULT_CLUSTER_CIDR = "10.88.0.0/16"
 NODE_CIDR_PREFIX = 24
 
 
-def _now() -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(time.time_ns())
-    return stamp
-
 
 def _stamp_ready(status: node_pb2.NodeStatus, agent_says: bool = False) -> None:
     """Stamps the heartbeat time on the Ready condition. The agent's own
     verdict (e.g. False while its pod loop is stuck) stands when it sent
     one; otherwise a heartbeat means Ready."""
-    now = _now()
+    now = timestamp_now()
     for condition in status.conditions:
         if condition.type == "Ready":
             condition.last_heartbeat_time.CopyFrom(now)

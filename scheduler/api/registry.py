@@ -34,7 +34,8 @@ _SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _GRACEFUL_KINDS = frozenset({"Pod"})
 
 
-def _now() -> Timestamp:
+def timestamp_now() -> Timestamp:
+    """The current time as the API stores it."""
     stamp = Timestamp()
     stamp.FromNanoseconds(time.time_ns())
     return stamp
@@ -95,7 +96,7 @@ class Registry:
         apply_defaults(new)
         warnings = validate(new)
         meta.uid = str(uuid.uuid4())
-        meta.creation_timestamp.CopyFrom(_now())
+        meta.creation_timestamp.CopyFrom(timestamp_now())
         meta.generation = 1
         meta.resource_version = ""
         meta.ClearField("deletion_timestamp")
@@ -199,7 +200,7 @@ class Registry:
         if pod.metadata.HasField("deletion_timestamp") \
                 and pod.metadata.deletion_grace_period_seconds <= grace:
             return current  # already going, at least as fast
-        pod.metadata.deletion_timestamp.CopyFrom(_now())
+        pod.metadata.deletion_timestamp.CopyFrom(timestamp_now())
         pod.metadata.deletion_grace_period_seconds = grace
         return self.store.update(current)
 
@@ -230,7 +231,7 @@ class Registry:
         new = objects.wrap(ns)
         meta = objects.meta(new)
         meta.uid = str(uuid.uuid4())
-        meta.creation_timestamp.CopyFrom(_now())
+        meta.creation_timestamp.CopyFrom(timestamp_now())
         meta.generation = 1
         try:
             self.store.create(new)
@@ -245,7 +246,7 @@ class Registry:
         kind = objects.kind_of(about)
         meta = objects.meta(about)
         namespace = meta.namespace or DEFAULT_NAMESPACE
-        now = _now()
+        now = timestamp_now()
         memo = (meta.uid, reason, message)
         # The memo's lock is never held across a store write: a writer in a
         # store batch (the placer) may record events while holding the
@@ -313,9 +314,9 @@ def set_pod_condition(pod: pod_pb2.Pod, type: str, status: str, reason: str = ""
                                                                           message):
                 return False
             if condition.status != status:
-                condition.last_transition_time.CopyFrom(_now())
+                condition.last_transition_time.CopyFrom(timestamp_now())
             condition.status, condition.reason, condition.message = status, reason, message
             return True
     pod.status.conditions.add(type=type, status=status, reason=reason, message=message,
-                              last_transition_time=_now())
+                              last_transition_time=timestamp_now())
     return True

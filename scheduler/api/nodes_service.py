@@ -189,7 +189,8 @@ class NodeMethods:
             pod.status.CopyFrom(status)
             try:
                 if pod.metadata.HasField("deletion_timestamp") and pod_stopped(pod):
-                    self.registry.store.delete(key, pod.metadata.resource_version)
+                    self.registry.delete(key, force=True,
+                                         resource_version=pod.metadata.resource_version)
                     return pod
                 return self.registry.update_status(current).pod
             except Conflict:

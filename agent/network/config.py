@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import NamedTuple
 
 from agent.errors import NetworkError
 
 DEFAULT_POD_NETWORK = IPv4Network("10.88.0.0/16")  # the cluster's; each node gets a /24
+DEFAULT_SERVICE_NETWORK = IPv4Network("10.96.0.0/16")  # ClusterIPs
+# Pods' nameserver: each node answers it itself (DNAT to the DNS server on its
+# bridge address), so name lookups never cross nodes.
+DEFAULT_CLUSTER_DNS = IPv4Address("10.96.0.10")
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_BRIDGE = "podium0"
 DEFAULT_NFT_TABLE = "podium"
 DEFAULT_VETH_PREFIX = "pd"
@@ -44,6 +49,14 @@ class NetworkConfig(NamedTuple):
     # caller's own (production). Tests give each "node" a namespace of its own.
     node_netns: Path | None = None
     resolv_conf: Path = Path("/etc/resolv.conf")  # where the pods' nameservers come from
+    # The whole pod network (every node's pod CIDR); traffic to it keeps its source
+    # address. None: only this node's pod CIDR (a standalone agent).
+    cluster_cidr: IPv4Network | None = None
+    service_cidr: IPv4Network = DEFAULT_SERVICE_NETWORK
+    # The pods' nameserver with dnsPolicy ClusterFirst; None: no cluster DNS (a
+    # standalone agent), pods get the node's resolvers.
+    cluster_dns: IPv4Address | None = None
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 def check_config(config: NetworkConfig) -> None:

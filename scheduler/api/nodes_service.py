@@ -27,6 +27,7 @@ from scheduler.objects import Key
 from scheduler.store.base import AlreadyExists, Conflict, NotFound
 
 DEFAULT_CLUSTER_CIDR = "10.88.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
 NODE_CIDR_PREFIX = 24
 
 
@@ -80,6 +81,7 @@ class NodeMethods:
     registry: Registry
     leases: Leases
     cidrs: PodCidrs
+    service_cidr: str
     heartbeat_interval: float
     _register_lock: threading.Lock
 
@@ -99,7 +101,9 @@ class NodeMethods:
             stored = self._register(asked)
         self.leases.renew(name)
         return cluster_pb2.RegisterNodeResponse(node=stored.node,
-                                                heartbeat_interval=self._interval())
+                                                heartbeat_interval=self._interval(),
+                                                cluster_cidr=str(self.cidrs.network),
+                                                service_cidr=self.service_cidr)
 
     def _register(self, asked: node_pb2.Node) -> cluster_pb2.Object:
         name = asked.metadata.name

@@ -179,8 +179,10 @@ def test_register_assigns_distinct_pod_cidrs(stub: Stub) -> None:
     b = stub.RegisterNode(cluster_pb2.RegisterNodeRequest(node=node_message("n2"))).node
     assert a.spec.pod_cidr != b.spec.pod_cidr
     assert a.spec.pod_cidr.startswith("10.88.") and a.spec.pod_cidr.endswith("/24")
-    again = stub.RegisterNode(cluster_pb2.RegisterNodeRequest(node=node_message("n1"))).node
-    assert again.spec.pod_cidr == a.spec.pod_cidr
+    again = stub.RegisterNode(cluster_pb2.RegisterNodeRequest(node=node_message("n1")))
+    assert again.node.spec.pod_cidr == a.spec.pod_cidr
+    # The agent learns the networks it must not masquerade and must proxy.
+    assert (again.cluster_cidr, again.service_cidr) == ("10.88.0.0/16", "10.96.0.0/16")
     asked = node_message("n3")
     asked.spec.pod_cidr = a.spec.pod_cidr
     code, details = code_of(lambda: stub.RegisterNode(

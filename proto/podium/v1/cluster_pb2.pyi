@@ -550,6 +550,14 @@ class RegisterNodeResponse(_message.Message):
 
     NODE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    CLUSTER_CIDR_FIELD_NUMBER: _builtins.int
+    SERVICE_CIDR_FIELD_NUMBER: _builtins.int
+    cluster_cidr: _builtins.str
+    """The whole pod network (every node's pod CIDR is inside it): traffic
+    between pods keeps its source address, only what leaves it is masqueraded.
+    """
+    service_cidr: _builtins.str
+    """Where ClusterIPs come from; its 10th address is the cluster DNS."""
     @_builtins.property
     def node(self) -> _node_pb2.Node:
         """The stored Node, with spec.pod_cidr assigned."""
@@ -563,10 +571,12 @@ class RegisterNodeResponse(_message.Message):
         *,
         node: _node_pb2.Node | None = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        cluster_cidr: _builtins.str = ...,
+        service_cidr: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_cidr", b"cluster_cidr", "heartbeat_interval", b"heartbeat_interval", "node", b"node", "service_cidr", b"service_cidr"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

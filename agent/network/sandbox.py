@@ -9,10 +9,12 @@ bridge (holding the pod CIDR's gateway) and the nftables table; for each pod:
     veth <prefix><hash>        the host end, a port of the bridge; its peer is the
                                pod's ``eth0``, holding the pod's address, with the
                                default route via the gateway
-    <pods_dir>/<uid>/network/  hosts, hostname, resolv.conf for bind mounts
+    <pods_dir>/<uid>/network/  hosts, hostname, resolv.conf for bind mounts (the
+                               resolv.conf by the pod's dnsPolicy: ``podfiles``)
 
 and, made apart with ``hold_namespaces`` (a ``hostNetwork`` pod has no network of
-its own but still one IPC namespace for all its containers):
+its own but still one IPC namespace for all its containers, and its files made
+with ``host_network_files``):
 
     <pods_dir>/<uid>/ns/ipc    the pod's IPC namespace, bind-mounted like the netns
     <pods_dir>/<uid>/ns/uts    its UTS namespace, the pod's hostname set in it once
@@ -43,9 +45,18 @@ from agent.network.netns import (
     remove_netns,
     run_in_netns,
 )
-from agent.network.podfiles import pod_hostname, read_node_dns, write_pod_files
+from agent.network.podfiles import (
+    DnsConfig,
+    PodDns,
+    pod_hostname,
+    pod_resolver,
+    read_node_dns,
+    write_host_network_files,
+    write_pod_files,
+)
 
 POD_IFNAME = "eth0"
+DEFAULT_POD_DNS = PodDns()  # namespace "default", ClusterFirst, no dnsConfig
 SHARED_NAMESPACES = ("ipc", "uts")  # held beside the netns
 
 
@@ -120,9 +131,13 @@ class PodNetwork:
         check_pod_uid(pod_uid)
         return self.config.pods_dir / pod_uid / "network"
 
-    def setup(self, pod_uid: str, pod_name: str) -> Sandbox:
-        """Make the pod's sandbox; on any failure, undo what was made and raise."""
+    def setup(self, pod_uid: str, pod_name: str, dns: PodDns = DEFAULT_POD_DNS) -> Sandbox:
+        """Make the pod's sandbox; on any failure, undo what was made and raise.
+
+        ``dns`` (the pod's namespace, dnsPolicy and dnsConfig) decides its resolv.conf.
+        """
         hostname = pod_hostname(pod_name)
+        resolver = self.pod_resolver(dns)  # a bad dnsPolicy fails before anything is made
         netns = self.netns_path(pod_uid)
         if netns.exists():
             raise NetworkError(f"pod {pod_uid}: sandbox {netns} exists (tear it down first)")
@@ -132,12 +147,33 @@ class PodNetwork:
             create_netns(netns)
             run_in_netns(self.config.node_netns, lambda: self._plug(sandbox))
             run_in_netns(netns, lambda: self._configure_pod_side(sandbox))
-            write_pod_files(sandbox.files, hostname, address.ip,
-                            read_node_dns(self.config.resolv_conf))
+            write_pod_files(sandbox.files, hostname, address.ip, resolver)
         except BaseException:
             self.teardown(pod_uid)
             raise
         return sandbox
+
+    def host_network_files(self, pod_uid: str, dns: PodDns,
+                           node_hosts: Path = Path("/etc/hosts")) -> Path:
+        """Write a hostNetwork pod's hosts, hostname and resolv.conf; returns their
+        directory (``files_dir``). The hosts file and hostname are the node's; the
+        resolv.conf follows the pod's dnsPolicy. Rewritten whole on every call."""
+        files = self.files_dir(pod_uid)
+        try:
+            hosts = node_hosts.read_text()
+        except FileNotFoundError:
+            hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        except OSError as e:
+            raise NetworkError(f"pod {pod_uid}: {node_hosts}: {e.strerror}") from e
+        write_host_network_files(files, hosts, os.uname().nodename,
+                                 self.pod_resolver(dns._replace(host_network=True)))
+        return files
+
+    def pod_resolver(self, dns: PodDns) -> DnsConfig:
+        """The pod's resolver settings, from its DNS settings and this node's."""
+        # A hostNetwork pod shares the node's namespace, so a loopback stub serves it.
+        node = read_node_dns(self.config.resolv_conf, keep_loopback=dns.host_network)
+        return pod_resolver(dns, node, self.config.cluster_dns, self.config.cluster_domain)
 
     def lookup(self, pod_uid: str) -> Sandbox | None:
         """The pod's sandbox if it has one (an agent re-adopting its pods after a restart)."""

@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from agent.network.podfiles import PodDns
 from agent.pods.spec import ImageFacts, VolumeSource
 from runtime.spec.model import ContainerConfig, User
 
@@ -30,7 +31,15 @@ class SandboxInfo(Protocol):
 
 
 class Sandbox(Protocol):
-    def setup(self, pod_uid: str, pod_name: str) -> SandboxInfo: ...
+    def setup(self, pod_uid: str, pod_name: str, dns: PodDns) -> SandboxInfo:
+        """The pod's network; ``dns`` (``agent.network.podfiles.pod_dns``) decides
+        its resolv.conf."""
+        ...
+
+    def host_network_files(self, pod_uid: str, dns: PodDns) -> Path:
+        """A hostNetwork pod's hosts, hostname and resolv.conf; returns their directory."""
+        ...
+
     def teardown(self, pod_uid: str) -> None: ...
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from agent.errors import AgentError
 from agent.events import NORMAL, WARNING, container_path
+from agent.network.podfiles import pod_dns
 from agent.pods import backoff
 from agent.pods.deps import WorkerDeps
 from agent.pods.errors import PodError, PodSpecError
@@ -137,8 +138,11 @@ class PodWorker:
             if not self.sandbox_ready:
                 if spec.host_network:
                     self.pod_ip = self.deps.host_ip
+                    self.files = self.deps.sandbox.host_network_files(self.uid,
+                                                                      pod_dns(self.pod))
                 else:
-                    info = self.deps.sandbox.setup(self.uid, self.pod.metadata.name)
+                    info = self.deps.sandbox.setup(self.uid, self.pod.metadata.name,
+                                                   pod_dns(self.pod))
                     self.pod_ip, self.netns, self.files = str(info.ip), info.netns, info.files
                 self.sandbox_ready = True
             holder = self.deps.namespaces
@@ -370,7 +374,12 @@ class PodWorker:
         follow ``agent.pods.initc.adoption_plan``.
         """
         if self.pod.spec.host_network:
-            self.pod_ip, self.sandbox_ready = self.deps.host_ip, True
+            self.pod_ip = self.deps.host_ip
+            try:  # the files are only written: rewriting them is harmless
+                self.files = self.deps.sandbox.host_network_files(self.uid, pod_dns(self.pod))
+                self.sandbox_ready = True
+            except (AgentError, OSError):
+                pass  # the next sync tries again
         elif sandbox is not None:
             self.pod_ip, self.netns, self.files = str(sandbox.ip), sandbox.netns, sandbox.files
             self.sandbox_ready = True

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from agent.errors import NetworkError
+from agent.network.podfiles import DnsConfig, PodDns
 from agent.pods.interfaces import ExitInfo
 from agent.pods.spec import ImageFacts, VolumeSource
 from agent.pods.worker import PodWorker, WorkerDeps
@@ -45,14 +46,22 @@ class FakeSandbox:
     fail: int = 0  # fail this many setups first
     made: list[str] = field(default_factory=list)
     torn: list[str] = field(default_factory=list)
+    dns: list[PodDns] = field(default_factory=list)  # what each setup was given
+    host_files: list[str] = field(default_factory=list)
 
-    def setup(self, pod_uid: str, pod_name: str) -> Info:
+    def setup(self, pod_uid: str, pod_name: str, dns: PodDns) -> Info:
         if self.fail:
             self.fail -= 1
             raise NetworkError("bridge ptbr0: missing")
         self.made.append(pod_uid)
+        self.dns.append(dns)
         return Info(Path(f"/netns/{pod_uid}"), Path(f"/pods/{pod_uid}/network"),
                     IPv4Address("10.88.0.5"))
+
+    def host_network_files(self, pod_uid: str, dns: PodDns) -> Path:
+        self.host_files.append(pod_uid)
+        self.dns.append(dns)
+        return Path(f"/pods/{pod_uid}/network")
 
     def teardown(self, pod_uid: str) -> None:
         self.torn.append(pod_uid)
@@ -327,6 +336,30 @@ def test_host_network_has_no_sandbox(world: World) -> None:
     assert world.containers.running["u1.app.1"].namespace("network") is None
     worker.terminate(0)
     assert not world.sandbox.torn
+
+
+def test_the_sandbox_gets_the_pods_dns_settings(world: World) -> None:
+    pod = make_pod(dnsPolicy="Default", dnsConfig={
+        "nameservers": ["192.0.2.9"], "searches": ["corp.test"],
+        "options": [{"name": "ndots", "value": "2"}, {"name": "rotate"}]})
+    pod.metadata.namespace = "prod"
+    PodWorker(pod, world.deps).sync()
+    assert world.sandbox.dns == [PodDns("prod", "Default", False, DnsConfig(
+        ("192.0.2.9",), ("corp.test",), ("ndots:2", "rotate")))]
+
+
+def test_host_network_pods_get_files_by_their_dns_policy(world: World) -> None:
+    worker = PodWorker(make_pod(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet"),
+                       world.deps)
+    worker.sync()
+    assert world.sandbox.host_files == ["u1"] and not world.sandbox.made
+    assert world.sandbox.dns == [PodDns("default", "ClusterFirstWithHostNet", True)]
+    mounts = {m.destination: m.source for m in world.containers.running["u1.app.1"].mounts}
+    assert mounts["/etc/resolv.conf"] == "/pods/u1/network/resolv.conf"
+    # An agent taking the pod over writes them again (its containers may restart).
+    again = PodWorker(make_pod(hostNetwork=True), world.deps)
+    again.adopt(None, ["u1.app.1"])
+    assert world.sandbox.host_files == ["u1", "u1"]
 
 
 def test_terminate_term_then_removes_everything(world: World) -> None:

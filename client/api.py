@@ -176,12 +176,20 @@ class Client:
 
     # --- errors and retries --------------------------------------------------
 
-    def _error(self, err: grpc.RpcError, what: str = "") -> ClientError:
+    def _error(self, err: grpc.RpcError, what: str = "", via: str = "") -> ClientError:
+        """``via`` names what the scheduler relays the call to ("the agent of node n1"):
+        when the scheduler answers, a failure to connect was that one's, not its own."""
         code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
         details = (err.details() if isinstance(err, grpc.Call) else "") or str(code)
+        relayed = bool(via) and code in (grpc.StatusCode.UNAVAILABLE,
+                                         grpc.StatusCode.DEADLINE_EXCEEDED) and self._answers()
+        if relayed and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ServerError(code, f"no answer from {via} in time")
         if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
                                                     or "refused" in details.lower()):
             why = "connection refused" if "refused" in details.lower() else details
+            if relayed:
+                return ServerError(code, f"cannot reach {via}: {why}")
             return Unreachable(f"cannot reach the scheduler at {self.server}: {why} "
                                "— is it running? try `podium up`")
         if code == grpc.StatusCode.NOT_FOUND:
@@ -191,8 +199,16 @@ class Client:
                                      f"within {self.timeout:g}s")
         return ServerError(code, " ".join(details.split()))
 
+    def _answers(self) -> bool:
+        """Whether the scheduler's channel is connected (at once, without a request)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=1.0)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
     def _unary(self, method: Callable[..., T], request: Any, what: str = "",
-               retry_aborted: bool = False) -> T:
+               retry_aborted: bool = False, via: str = "") -> T:
         """One call, again after a back-off while the server is UNAVAILABLE (and,
         with ``retry_aborted``, while a request that named no version loses a race)."""
         retry = {grpc.StatusCode.UNAVAILABLE}
@@ -205,7 +221,7 @@ class Client:
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
                 if code not in retry or attempt == _RETRIES - 1:
-                    raise self._error(err, what) from None
+                    raise self._error(err, what, via) from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -335,5 +351,10 @@ class Client:
         return ExecResult(code, bytes(out), bytes(err))
 
     def stats(self, node: str, namespace: str = "", pod: str = "") -> Any:
+        """The ``agent_pb2.StatsResponse`` of one node's agent: cumulative CPU time and
+        memory of the node and of its pods (filtered by ``namespace`` and ``pod``).
+        An agent the scheduler cannot reach is a ServerError (ServiceUnavailable)
+        that names the node; Unreachable means the scheduler itself."""
         request = agent_pb2.StatsRequest(node_name=node, namespace=namespace, pod=pod)
-        return self._unary(self.stub.Stats, request, f'nodes "{node}" not found')
+        return self._unary(self.stub.Stats, request, f'nodes "{node}" not found',
+                           via=f"the agent of node {node}")

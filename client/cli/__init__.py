@@ -24,15 +24,17 @@ VERSION = "0.1.0"
 GROUPS = {"image": "image", "up": "up"}  # up.py registers both up and down
 # The cluster verbs, kubectl's: each module registers several top-level commands.
 GROUPS.update({"objects": "objects", "show": "show", "workloads": "workloads",
-               "cluster": "cluster"})
+               "top": "top", "cluster": "cluster", "completion": "completion"})
 
 EPILOG = """examples:
   podium apply -f web.yaml
   podium get pods -o wide
   podium describe pod web-6dr2k
+  podium top pods -A
   podium image import rootfs.tar.gz busybox:latest
   podium image pull registry.example:5000/team/app:1.2
   podium image ls
+  source <(podium completion bash)
 """
 
 
@@ -49,6 +51,8 @@ def common_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show tracebacks on errors")
+    p.add_argument("--no-color", action="store_true", default=argparse.SUPPRESS,
+                   help="no colour even on a terminal (also: NO_COLOR=1)")
     return p
 
 
@@ -56,7 +60,7 @@ def build_parser() -> Parser:
     p = Parser(prog="podium", description="podium: run containers on your own machines",
                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                parents=[common_options(), _group("image").store_option()])
-    p.set_defaults(debug=False, func=None)
+    p.set_defaults(debug=False, no_color=False, func=None)
     p.add_argument("--version", action="version", version=f"podium {VERSION}")
     sub = p.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     for name in GROUPS:

@@ -89,11 +89,25 @@ def cmd_cluster_info(args: argparse.Namespace) -> int:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
+    """The client's version; the scheduler reports none of its own (no RPC says it),
+    so the server line says whether it answers, and which versions its agents run."""
+    from client.api import Unreachable
     from client.cli import VERSION
 
     sys.stdout.write(f"Client Version: {VERSION}\n")
-    if not args.client:
-        with connect(args) as c:
-            c.list("namespaces")  # raises the one-line error when nobody answers
-            sys.stdout.write(f"Server: {c.server} (reachable)\n")
+    if args.client:
+        return 0
+    with connect(args) as c:
+        try:
+            nodes = c.list("nodes")
+        except Unreachable as e:
+            sys.stdout.write("Server Version: unknown (not reachable)\n")
+            sys.stderr.write(f"podium: {e}\n")
+            return 1
+    sys.stdout.write(f"Server Version: unknown (the scheduler at {c.server} answers but "
+                     "does not report its version)\n")
+    agents = sorted({n.status.node_info.podium_version for n in nodes
+                     if n.status.node_info.podium_version})
+    if agents:
+        sys.stdout.write(f"Agent Versions: {', '.join(agents)}\n")
     return 0

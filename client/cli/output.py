@@ -5,19 +5,26 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None,
-          gap: int = 3) -> None:
-    """Columns left-aligned to their widest cell, as ``docker images`` prints them."""
+          gap: int = 3, paint: Mapping[str, Callable[[str], str]] | None = None) -> None:
+    """Columns left-aligned to their widest cell, as ``docker images`` prints them.
+
+    ``paint`` maps a column's header to what colours its cells (``STATUS``); the
+    padding is measured on the plain text, so colour codes never shift a column."""
     out = out or sys.stdout
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    for cells in (headers, *rows):
-        line = (" " * gap).join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
-        out.write(line.rstrip() + "\n")
+    painters = [(paint or {}).get(h) for h in headers]
+    for n, cells in enumerate((headers, *rows)):
+        parts = []
+        for cell, width, painter in zip(cells, widths, painters, strict=True):
+            shown = painter(cell) if painter is not None and n else cell
+            parts.append(shown + " " * (width - len(cell)))
+        out.write((" " * gap).join(parts).rstrip() + "\n")
 
 
 def print_json(doc: Any, out: TextIO | None = None) -> None:

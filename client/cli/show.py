@@ -161,6 +161,7 @@ def _row(kind: str, obj: Any, wide: bool, with_namespace: bool) -> list[str]:
 def _print(objs: list[Any], kind: str, args: argparse.Namespace, with_namespace: bool) -> None:
     from client.api import ref
     from client.cli.output import table
+    from client.cli.style import status_painter
     from proto.kube import to_manifest
 
     if args.output == "name":
@@ -179,8 +180,10 @@ def _print(objs: list[Any], kind: str, args: argparse.Namespace, with_namespace:
             sys.stdout.write(yaml.safe_dump(doc, sort_keys=False))
         return
     wide = args.output == "wide"
+    painter = status_painter(args)
     table(_headers(kind, wide, with_namespace),
-          [_row(kind, obj, wide, with_namespace) for obj in objs])
+          [_row(kind, obj, wide, with_namespace) for obj in objs],
+          paint={"STATUS": painter} if painter is not None else None)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -220,9 +223,13 @@ def _watch(c: Any, kind: str, ns: str, args: argparse.Namespace, with_namespace:
            names: set[str]) -> None:
     """Rows of each change after what was printed, until interrupted."""
     from client.api import unwrap
+    from client.cli.style import status_painter
 
     _, revision = c.list_at(kind, ns, args.selector, args.field_selector)
     wide = args.output == "wide"
+    painter = status_painter(args)
+    headers = _headers(kind, wide, with_namespace)
+    status = headers.index("STATUS") if painter is not None and "STATUS" in headers else -1
     for event in c.watch(kind, ns, args.selector, args.field_selector, from_revision=revision):
         if event.type == event.ERROR:
             raise RuntimeError(f"watch ended: {event.message}")
@@ -236,7 +243,10 @@ def _watch(c: Any, kind: str, ns: str, args: argparse.Namespace, with_namespace:
             _print([obj], kind, args, with_namespace)
             args.names = saved
         else:
-            sys.stdout.write("   ".join(_row(kind, obj, wide, with_namespace)) + "\n")
+            cells = _row(kind, obj, wide, with_namespace)
+            if painter is not None and status >= 0:
+                cells[status] = painter(cells[status])
+            sys.stdout.write("   ".join(cells) + "\n")
         sys.stdout.flush()
 
 

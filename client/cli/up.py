@@ -106,6 +106,7 @@ def _fail(command: str, e: Exception) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from client.cli.style import StatusLine
     from client.cluster_up import ClusterConfig, UpError, up
 
     if not _need_root("up"):
@@ -117,11 +118,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         manifests=args.manifests.absolute(), node_ip=args.node_ip,
         netns=args.netns.absolute() if args.netns else None, timeout=args.timeout)
     began = time.monotonic()
+    progress = StatusLine()
+    progress.show(f"starting the scheduler and an agent; waiting for node {config.node_name} "
+                  f"to be Ready (up to {config.timeout:g} s)...")
+
+    def say(line: str) -> None:
+        progress.clear()
+        print(line)
+
     try:
-        if not up(config):
+        if not up(config, say=say):
             return 0
     except UpError as e:
+        progress.clear()
         return _fail("up", e)
+    finally:
+        progress.clear()  # also on Ctrl-C
     server = "" if config.listen == DEFAULT_LISTEN else f"PODIUM_SERVER={config.listen} "
     run_dir = "" if config.run_dir == DEFAULT_RUN_DIR else f" --run-dir {config.run_dir}"
     print(f"podium is up: node {config.node_name} is Ready "

@@ -192,20 +192,26 @@ def duration(text: str) -> float:
 
 
 def _status(c: Any, name: str, ns: str, timeout: float, wait: bool) -> int:
+    """The result line on stdout; while waiting, the progress on stderr, and only
+    on a terminal, so a script reads one line."""
+    from client.cli.style import StatusLine
+
     deadline = time.monotonic() + timeout if timeout else None
-    last = ""
-    while True:
-        done, line = status_line(c.get("Deployment", name, ns))
-        if line != last:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-            last = line
-        if done or not wait:
-            return 0 if done else 1
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f'deployment "{name}" did not finish rolling out '
-                               f"within {timeout:g}s")
-        time.sleep(0.5)
+    progress = StatusLine()
+    try:
+        while True:
+            done, line = status_line(c.get("Deployment", name, ns))
+            if done or not wait:
+                progress.clear()
+                sys.stdout.write(line + "\n")
+                return 0 if done else 1
+            progress.show(line)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f'deployment "{name}" did not finish rolling out '
+                                   f"within {timeout:g}s: {line}")
+            time.sleep(0.5)
+    finally:
+        progress.clear()
 
 
 def _undo(c: Any, d: Any, revisions: list[tuple[int, Any]], to_revision: int) -> int:

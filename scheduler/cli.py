@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
                    help="how often agents are told to heartbeat (default 1)")
     p.add_argument("--cluster-cidr", default="10.88.0.0/16", metavar="CIDR",
                    help="the pod network; each node gets a /24 of it (default 10.88.0.0/16)")
+    p.add_argument("--service-cidr", default="10.96.0.0/16", metavar="CIDR",
+                   help="the Services' cluster IPs; its 10th address is the cluster DNS "
+                   "(default 10.96.0.0/16)")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                              node_grace=args.node_grace,
                              eviction_timeout=args.eviction_timeout,
                              heartbeat_interval=args.heartbeat_interval,
-                             cluster_cidr=args.cluster_cidr)
+                             cluster_cidr=args.cluster_cidr,
+                             service_cidr=args.service_cidr)
     scheduler = Scheduler(config)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import grpc
 
 from proto.podium.v1 import cluster_pb2
+from scheduler.api.allocation import DEFAULT_SERVICE_CIDR, service_network
 from scheduler.api.nodes_service import DEFAULT_CLUSTER_CIDR, PodCidrs
 from scheduler.api.registry import Registry
 from scheduler.api.service import ClusterServicer
@@ -49,6 +50,8 @@ class SchedulerConfig(NamedTuple):
     eviction_timeout: float = 5.0
     heartbeat_interval: float = 1.0
     cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    # Cluster IPs come from here; its 10th address is the cluster DNS.
+    service_cidr: str = DEFAULT_SERVICE_CIDR
     # Each watch stream holds a worker thread while it is open.
     workers: int = 256
 
@@ -65,13 +68,14 @@ class Scheduler:
     def start(self) -> None:
         """Opens the store and serves; returns once the port is bound."""
         config = self.config
+        service_cidr = str(service_network(config.service_cidr))
         self.store = open_store(config.store or str((config.data / 'cluster.db').absolute()))
-        self.registry = Registry(self.store)
+        self.registry = Registry(self.store, service_cidr)
         self.registry.ensure_namespace(DEFAULT_NAMESPACE)
         self.leases = Leases()
         self.servicer = ClusterServicer(self.registry, self.leases,
                                         PodCidrs(config.cluster_cidr),
-                                        config.heartbeat_interval)
+                                        config.heartbeat_interval, service_cidr)
         self.server, self.port = self._serve()
         self.placer = Placer(self.registry)
         self.controllers = ControllerManager(self.registry, self.leases,

@@ -118,13 +118,69 @@ def _replica_set(rs: Any) -> str:
     return _lines(pairs) + _conditions(rs.status.conditions)
 
 
-def _service(svc: Any) -> str:
-    ports = [f"{p.name or '<unset>'} {p.port}/{p.protocol or 'TCP'} -> "
-             f"{p.target_port.int_value or p.target_port.str_value or p.port}"
-             for p in svc.spec.ports]
-    pairs = [("Selector", _map(svc.spec.selector)), ("Type", svc.spec.type or "ClusterIP"),
-             ("IP", svc.spec.cluster_ip or "<none>"), ("Ports", "; ".join(ports) or "<none>")]
+def _target(port: Any) -> str:
+    target = port.target_port
+    value = target.str_value if target.WhichOneof("value") == "str_value" else \
+        str(target.int_value or port.port)
+    return f"{value}/{port.protocol or 'TCP'}"
+
+
+def _serving(port: Any, endpoints: Any) -> str:
+    """The ready addresses behind one Service port, as kubectl shows them (ip:port)."""
+    if endpoints is None:
+        return "<none>"
+    found = [f"{a.ip}:{p.port}" for s in endpoints.subsets for p in s.ports
+             if p.name == port.name and (p.protocol or "TCP") == (port.protocol or "TCP")
+             for a in s.addresses]
+    if len(found) > 3:
+        return ",".join(found[:3]) + f" + {len(found) - 3} more..."
+    return ",".join(found) or "<none>"
+
+
+def _service(svc: Any, endpoints: Any = None) -> str:
+    spec = svc.spec
+    pairs = [("Selector", _map(spec.selector)), ("Type", spec.type or "ClusterIP"),
+             ("IP", spec.cluster_ip or "<none>")]
+    if spec.external_ips:
+        pairs.append(("External IPs", ",".join(spec.external_ips)))
+    ingress = [i.ip or i.hostname for i in svc.status.load_balancer.ingress]
+    if ingress:
+        pairs.append(("LoadBalancer Ingress", ", ".join(ingress)))
+    for port in spec.ports:
+        name = port.name or "<unset>"
+        pairs += [("Port", f"{name}  {port.port}/{port.protocol or 'TCP'}"),
+                  ("TargetPort", _target(port))]
+        if port.node_port:
+            pairs.append(("NodePort", f"{name}  {port.node_port}/{port.protocol or 'TCP'}"))
+        pairs.append(("Endpoints", _serving(port, endpoints)))
+    if not spec.ports:  # headless without ports: the addresses alone
+        subsets = endpoints.subsets if endpoints is not None else ()
+        pairs.append(("Endpoints", ",".join(a.ip for s in subsets for a in s.addresses)
+                      or "<none>"))
+    pairs.append(("Session Affinity", spec.session_affinity or "None"))
+    if spec.external_traffic_policy:
+        pairs.append(("External Traffic Policy", spec.external_traffic_policy))
     return _lines(pairs)
+
+
+def _endpoints(ep: Any) -> str:
+    if not ep.subsets:
+        return "Subsets:  <none>\n"
+    out = "Subsets:\n"
+    for subset in ep.subsets:
+        out += _lines([("Addresses", ",".join(a.ip for a in subset.addresses) or "<none>"),
+                       ("NotReadyAddresses",
+                        ",".join(a.ip for a in subset.not_ready_addresses) or "<none>")],
+                      indent=2)
+        if not subset.ports:
+            out += "  Ports:  <none>\n"
+            continue
+        rows = [("Name", "Port", "Protocol"), ("----", "----", "--------")]
+        rows += [(p.name or "<unset>", str(p.port), p.protocol or "TCP") for p in subset.ports]
+        widths = [max(len(r[i]) for r in rows) for i in range(2)]
+        out += "  Ports:\n" + "".join(
+            f"    {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}\n" for r in rows)
+    return out
 
 
 def _node(node: Any) -> str:
@@ -140,10 +196,28 @@ def _node(node: Any) -> str:
 
 
 _BODIES = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replica_set,
-           "Service": _service, "Node": _node}
+           "Node": _node, "Endpoints": _endpoints}
 
 
-def describe(kind: str, obj: Any, events: Sequence[Any]) -> str:
-    body = _BODIES.get(kind)
-    text = _lines(_meta(obj)) + (body(obj) if body else "")
-    return text + _events(events)
+def describe(kind: str, obj: Any, events: Sequence[Any], *, endpoints: Any = None) -> str:
+    """The prose of `obj`; a Service shows the addresses of its `endpoints` (the
+    Endpoints message of the same name, None if there is none)."""
+    if kind == "Service":
+        body = _service(obj, endpoints)
+    else:
+        show = _BODIES.get(kind)
+        body = show(obj) if show else ""
+    return _lines(_meta(obj)) + body + _events(events)
+
+
+def related(client: Any, kind: str, obj: Any) -> dict[str, Any]:
+    """What `describe` shows beside the object, read through `client`:
+    ``describe(kind, obj, events, **related(client, kind, obj))``."""
+    from client.api import NotFound
+
+    if kind != "Service":
+        return {}
+    try:
+        return {"endpoints": client.get("Endpoints", obj.metadata.name, obj.metadata.namespace)}
+    except NotFound:
+        return {"endpoints": None}

@@ -110,16 +110,29 @@ def _send(args: argparse.Namespace, create: bool) -> int:
             for converted in objects:
                 sys.stdout.write(f"{ref(converted.object)} valid{suffix}\n")
             return 0
-        for converted in objects:
-            if create:
-                c.create(converted.object)
-                action, warnings = "created", tuple[str, ...]()
-            else:
-                result = c.apply(converted.object)
-                action, warnings = result.action, result.warnings
-            _warn(warnings)
-            sys.stdout.write(f"{ref(converted.object)} {action}\n")
+        # Services go last, so the warnings about where their traffic goes see the
+        # Deployments of the same apply; what was done is still told in file order.
+        done: dict[int, tuple[str, tuple[str, ...]]] = {}
+        try:
+            for i in sorted(range(len(objects)), key=lambda i: _is_service(objects[i])):
+                if create:
+                    c.create(objects[i].object)
+                    done[i] = ("created", ())
+                else:
+                    result = c.apply(objects[i].object)
+                    done[i] = (result.action, result.warnings)
+        finally:
+            for i, converted in enumerate(objects):
+                if i in done:
+                    _warn(done[i][1])
+                    sys.stdout.write(f"{ref(converted.object)} {done[i][0]}\n")
     return 0
+
+
+def _is_service(converted: Converted) -> bool:
+    from client.api import kind_of
+
+    return kind_of(converted.object).kind == "Service"
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

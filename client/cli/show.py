@@ -252,7 +252,7 @@ def _watch(c: Any, kind: str, ns: str, args: argparse.Namespace, with_namespace:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     from client.api import kind_info
-    from client.cli.describe import describe
+    from client.cli.describe import describe, related
 
     info = kind_info(args.kind)
     ns = namespace(args) if info.namespaced else ""
@@ -266,5 +266,5 @@ def cmd_describe(args: argparse.Namespace) -> int:
                           and e.involved_object.kind == info.kind]
             if i:
                 sys.stdout.write("\n\n")
-            sys.stdout.write(describe(info.kind, obj, events))
+            sys.stdout.write(describe(info.kind, obj, events, **related(c, info.kind, obj)))
     return 0

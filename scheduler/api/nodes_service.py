@@ -27,7 +27,6 @@ from scheduler.objects import Key
 from scheduler.store.base import AlreadyExists, Conflict, NotFound
 
 DEFAULT_CLUSTER_CIDR = "10.88.0.0/16"
-DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
 NODE_CIDR_PREFIX = 24
 
 

@@ -19,9 +19,11 @@ from contextlib import AbstractContextManager
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from proto.podium.v1 import cluster_pb2, core_pb2, meta_pb2, pod_pb2
+from proto.podium.v1 import cluster_pb2, core_pb2, meta_pb2, pod_pb2, service_pb2
 from scheduler import objects
+from scheduler.api.allocation import DEFAULT_SERVICE_CIDR, ServiceAllocator
 from scheduler.api.defaults import apply_defaults, carry_over
+from scheduler.api.service_checks import namespace_templates, why_no_traffic
 from scheduler.api.validation import Invalid, validate
 from scheduler.objects import DEFAULT_NAMESPACE, Key
 from scheduler.store.base import AlreadyExists, Conflict, NotFound, Store, Watch
@@ -54,8 +56,11 @@ def pod_stopped(pod: pod_pb2.Pod) -> bool:
 
 
 class Registry:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, service_cidr: str = DEFAULT_SERVICE_CIDR) -> None:
         self.store = store
+        # Cluster IPs and node ports; what is taken is read from the stored Services.
+        self.services = ServiceAllocator(
+            lambda: [o.service for o in store.list("Service")[0]], service_cidr)
         self._events_lock = threading.Lock()
         # (involved uid, reason, message) -> the Event's key, to count repeats.
         self._events: dict[tuple[str, str, str], Key] = {}
@@ -105,6 +110,8 @@ class Registry:
             new.pod.status.phase = "Pending"
         if meta.namespace:
             self._need_namespace(meta.namespace)
+        if kind == "Service":
+            warnings += self._prepare_service(new.service, None)
         return new, warnings
 
     def create(self, obj: cluster_pb2.Object) -> cluster_pb2.Object:
@@ -133,11 +140,22 @@ class Registry:
             _keep_server_fields(objects.meta(old), objects.meta(new))
             dst_meta = objects.meta(new)
         carry_over(new, old)
+        if objects.kind_of(new) == "Service" == objects.kind_of(old):
+            self.services.drop_type_dependent(new.service.spec, old.service.spec)
         apply_defaults(new)
         warnings = validate(new, old)
+        if objects.kind_of(new) == "Service":
+            warnings += self._prepare_service(new.service, old.service)
         if _spec_of(new) != _spec_of(old):
             dst_meta.generation = objects.meta(old).generation + 1
         return new, warnings
+
+    def _prepare_service(self, service: service_pb2.Service,
+                         old: service_pb2.Service | None) -> tuple[str, ...]:
+        """Cluster IP and node ports assigned; why no traffic would flow, as warnings."""
+        self.services.assign(service, old)
+        return tuple(why_no_traffic(service, namespace_templates(
+            self.store.list, service.metadata.namespace)))
 
     def update(self, obj: cluster_pb2.Object) -> cluster_pb2.Object:
         new, _ = self.prepare_update(obj)
@@ -191,7 +209,10 @@ class Registry:
             self._delete_namespace_contents(key.name)
         if key.kind not in _GRACEFUL_KINDS or force or not current.pod.spec.node_name \
                 or grace_period_seconds == 0 or pod_stopped(current.pod):
-            return self.store.delete(key, objects.meta(current).resource_version)
+            gone = self.store.delete(key, objects.meta(current).resource_version)
+            if key.kind == "Service":
+                self.services.release(key)  # its address and ports are free again
+            return gone
         pod = current.pod
         grace = grace_period_seconds
         if grace is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 
 from proto.podium.v1 import cluster_pb2_grpc
-from scheduler.api.nodes_service import DEFAULT_SERVICE_CIDR, NodeMethods, PodCidrs
+from scheduler.api.allocation import DEFAULT_SERVICE_CIDR
+from scheduler.api.nodes_service import NodeMethods, PodCidrs
 from scheduler.api.objects_service import ObjectMethods
 from scheduler.api.proxy import Agents, ProxyMethods
 from scheduler.api.registry import Registry

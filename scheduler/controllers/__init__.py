@@ -7,6 +7,7 @@ queue of keys, `step()` for tests and `run(stop)` for a thread).
     ReplicaSetController     spec.replicas pods of a template
     DeploymentController     rolls templates out through ReplicaSets
     NodeLifecycleController  silent nodes → NotReady → pods evicted
+    EndpointsController      each Service's ready pods; LoadBalancer ingress
     GarbageCollector         objects whose owners are gone
     ControllerManager        all of them, one thread each
 
@@ -17,6 +18,7 @@ the CLI uses; the runners log failures and retry, never raise.
 from scheduler.controllers.actions import Action, Create, Delete, Emit, Plan, Update, UpdateStatus
 from scheduler.controllers.base import Controller, WorkQueue
 from scheduler.controllers.deployment import DeploymentController, plan_deployment
+from scheduler.controllers.endpoints import EndpointsController, plan_service
 from scheduler.controllers.gc import GarbageCollector, plan_gc
 from scheduler.controllers.informer import Informer, Notice
 from scheduler.controllers.leases import Leases
@@ -44,6 +46,7 @@ __all__ = [
     "Create",
     "Delete",
     "DeploymentController",
+    "EndpointsController",
     "Emit",
     "GarbageCollector",
     "Informer",
@@ -62,6 +65,7 @@ __all__ = [
     "plan_gc",
     "plan_nodes",
     "plan_replica_set",
+    "plan_service",
     "rollback_template",
     "rollout_complete",
     "rollout_history",

@@ -17,6 +17,7 @@ import threading
 from scheduler.cluster import Cluster
 from scheduler.controllers.base import Controller
 from scheduler.controllers.deployment import DeploymentController
+from scheduler.controllers.endpoints import EndpointsController
 from scheduler.controllers.gc import GarbageCollector
 from scheduler.controllers.leases import Leases
 from scheduler.controllers.nodelifecycle import NodeLifecycleController
@@ -35,6 +36,7 @@ class ControllerManager:
             DeploymentController(cluster),
             NodeLifecycleController(cluster, leases, node_grace, eviction_timeout),
             GarbageCollector(cluster),
+            EndpointsController(cluster),
         ]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -5,8 +5,10 @@ One table per node (``inet podium`` by default), in the node's network namespace
     chain hostports      one DNAT rule per published port, its comment naming the mapping
     chain prerouting     nat hook: traffic to one of the node's own addresses → hostports
     chain output         the same for connections the node itself opens
-    chain postrouting    masquerade what leaves the pod CIDR, and hostPort traffic a
-                         pod sends back into the CIDR (so the reply returns the same way)
+    chain postrouting    masquerade what leaves the pod network (the cluster CIDR, or
+                         the node's pod CIDR without one: pod-to-pod traffic across
+                         nodes keeps its source address), and hostPort traffic a pod
+                         sends back into the pod CIDR (so the reply returns the same way)
 
 Changes go to ``nft -f -`` as one script (one transaction); reads use ``nft -j``.
 pyroute2's nftables support is too thin for NAT expressions.
@@ -67,10 +69,13 @@ def port_mapping(pod_ip: IPv4Address | str, container_port: int, host_port: int,
 class NatTable:
     """The node's nftables table (``inet <name>``) in the node's network namespace."""
 
-    def __init__(self, name: str, pod_cidr: IPv4Network, netns: Path | None = None) -> None:
+    def __init__(self, name: str, pod_cidr: IPv4Network, netns: Path | None = None,
+                 cluster_cidr: IPv4Network | None = None) -> None:
         self.name = name
         self.pod_cidr = pod_cidr
         self.netns = netns
+        # Where pods' traffic keeps its source address: every node's pods.
+        self.cluster_cidr = cluster_cidr
 
     # The table ----------------------------------------------------------------
 
@@ -80,6 +85,7 @@ class NatTable:
         Idempotent: published hostPorts survive; only the fixed chains are rewritten.
         """
         t, cidr = f"inet {self.name}", self.pod_cidr
+        inside = self.cluster_cidr or cidr
         self._run_script(
             f"add table {t}\n"
             f"add chain {t} hostports\n"
@@ -91,7 +97,7 @@ class NatTable:
             f"flush chain {t} postrouting\n"
             f"add rule {t} prerouting fib daddr type local jump hostports\n"
             f"add rule {t} output fib daddr type local jump hostports\n"
-            f"add rule {t} postrouting ip saddr {cidr} ip daddr != {cidr} masquerade\n"
+            f"add rule {t} postrouting ip saddr {cidr} ip daddr != {inside} masquerade\n"
             f"add rule {t} postrouting ct status dnat ip saddr {cidr} ip daddr {cidr} masquerade\n"
         )
 

@@ -89,7 +89,8 @@ class PodNetwork:
         check_config(config)
         self.config = config
         self.ipam = HostLocalIPAM(config.pod_cidr, config.state_dir)
-        self.nat = NatTable(config.nft_table, config.pod_cidr, config.node_netns)
+        self.nat = NatTable(config.nft_table, config.pod_cidr, config.node_netns,
+                            config.cluster_cidr)
 
     @property
     def gateway(self) -> IPv4Interface:
@@ -307,6 +308,11 @@ class PodNetwork:
                 raise NetworkError(f"veth {veth}: created but not found")
             with netlink_errors(f"veth {veth}: attach to bridge {bridge_name}"):
                 ipr.link("set", index=index, master=bridge, state="up")
+            # A pod reaching itself through its Service's DNAT: with bridge netfilter
+            # on, the frame goes back out the port it came in on, which the bridge
+            # allows only in hairpin mode.
+            with netlink_errors(f"veth {veth}: hairpin mode"):
+                ipr.brport("set", index=index, mode=1)
 
     def _configure_pod_side(self, sandbox: Sandbox) -> None:
         """In the pod's namespace: lo and eth0 up, the address, the default route."""

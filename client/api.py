@@ -176,13 +176,20 @@ class Client:
 
     # --- errors and retries --------------------------------------------------
 
-    def _error(self, err: grpc.RpcError, what: str = "", via: str = "") -> ClientError:
-        """``via`` names what the scheduler relays the call to ("the agent of node n1"):
-        when the scheduler answers, a failure to connect was that one's, not its own."""
+    def _error(self, err: grpc.RpcError, what: str | Callable[[str], str] = "",
+               via: str | Callable[[], str] = "") -> ClientError:
+        """``via`` names what the scheduler relays the call to ("the agent of node n1"),
+        or finds that name when needed: when the scheduler answers, a failure to
+        connect was that one's, not its own. ``what`` is the message of a NOT_FOUND,
+        or makes it from the server's."""
         code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
         details = (err.details() if isinstance(err, grpc.Call) else "") or str(code)
+        if callable(what):
+            what = what(details) if code == grpc.StatusCode.NOT_FOUND else ""
         relayed = bool(via) and code in (grpc.StatusCode.UNAVAILABLE,
                                          grpc.StatusCode.DEADLINE_EXCEEDED) and self._answers()
+        if relayed and callable(via):
+            via = via()
         if relayed and code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ServerError(code, f"no answer from {via} in time")
         if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower()
@@ -200,11 +207,16 @@ class Client:
         return ServerError(code, " ".join(details.split()))
 
     def _answers(self) -> bool:
-        """Whether the scheduler's channel is connected (at once, without a request)."""
+        """Whether the scheduler answers now: a one-key read, where any answer but
+        UNAVAILABLE or a timeout will do. (Not channel_ready_future: its polling
+        thread outlives the call and raises "Channel closed!" after close().)"""
+        request = cluster_pb2.GetRequest(kind="Namespace", name=DEFAULT_NAMESPACE)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=1.0)
-        except grpc.FutureTimeoutError:
-            return False
+            self.stub.Get(request, timeout=1.0)
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else None
+            return code not in (None, grpc.StatusCode.UNAVAILABLE,
+                                grpc.StatusCode.DEADLINE_EXCEEDED)
         return True
 
     def _unary(self, method: Callable[..., T], request: Any, what: str = "",
@@ -226,13 +238,14 @@ class Client:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _stream(self, call: Iterable[T], what: str = "") -> Iterator[T]:
+    def _stream(self, call: Iterable[T], what: str | Callable[[str], str] = "",
+                via: str | Callable[[], str] = "") -> Iterator[T]:
         try:
             yield from call
         except grpc.RpcError as err:
             if isinstance(err, grpc.Call) and err.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise self._error(err, what) from None
+            raise self._error(err, what, via) from None
         finally:
             cancel = getattr(call, "cancel", None)
             if cancel is not None:
@@ -310,16 +323,39 @@ class Client:
 
     # --- proxied to agents ---------------------------------------------------
 
+    def _agent_of_pod(self, pod: str, namespace: str) -> Callable[[], str]:
+        """Names the agent a pod's stream is relayed to, by the pod's node."""
+        def name() -> str:
+            try:
+                node = self.get("Pod", pod, namespace).spec.node_name
+            except ClientError:
+                node = ""
+            return f"the agent of node {node}" if node else f"the agent of pod {pod}'s node"
+        return name
+
+    @staticmethod
+    def _pod_missing(pod: str) -> Callable[[str], str]:
+        """A NOT_FOUND of a pod's stream: the scheduler's ("Pod default/web not found")
+        is about the pod; the agent's names the container, or says the pod is not
+        on its node yet, and is passed on as it is."""
+        return lambda details: (f'pods "{pod}" not found' if details.endswith("not found")
+                                else details)
+
     def logs(self, pod: str, namespace: str = DEFAULT_NAMESPACE, *, container: str = "",
              follow: bool = False, tail: int | None = None,
              previous: bool = False) -> Iterator[bytes]:
+        """A container's output as it comes; with ``follow``, until it stops or the
+        caller stops iterating. A missing pod or container is NotFound naming it; an
+        agent the scheduler cannot reach (here and in ``exec``) is a ServerError
+        (ServiceUnavailable) naming the pod's node."""
         request = agent_pb2.LogsRequest(namespace=namespace, pod=pod, container=container,
                                         follow=follow, previous=previous)
-        if tail is not None:
+        if tail is not None and tail >= 0:  # kubectl's --tail -1: every line
             request.tail_lines = tail
         timeout = None if follow else self.timeout
         call = self.stub.Logs(request, timeout=timeout)
-        responses: Iterator[agent_pb2.LogsResponse] = self._stream(call, f'pods "{pod}" not found')
+        responses: Iterator[agent_pb2.LogsResponse] = self._stream(
+            call, self._pod_missing(pod), self._agent_of_pod(pod, namespace))
         return (r.data for r in responses)
 
     def exec_stream(self, start: agent_pb2.ExecStart,
@@ -329,7 +365,8 @@ class Client:
         def requests() -> Iterator[agent_pb2.ExecRequest]:
             yield agent_pb2.ExecRequest(start=start)
             yield from inputs
-        return self._stream(self.stub.Exec(requests()), f'pods "{start.pod}" not found')
+        return self._stream(self.stub.Exec(requests()), self._pod_missing(start.pod),
+                            self._agent_of_pod(start.pod, start.namespace or DEFAULT_NAMESPACE))
 
     def exec(self, pod: str, command: builtins.list[str], namespace: str = DEFAULT_NAMESPACE, *,
              container: str = "", stdin: bytes | None = None) -> ExecResult:

@@ -390,8 +390,11 @@ def read_credentials(args: argparse.Namespace) -> Credentials | None:
 
 
 def progress(args: argparse.Namespace, verb: str) -> Any:
-    """A bar per layer on a terminal, plain lines otherwise; None with ``--quiet``."""
-    if args.quiet:
+    """A bar per layer when stderr is a terminal; None with ``--quiet`` or off a
+    terminal, so ``2>log`` and scripts get only the result on stdout."""
+    from client.cli.style import StatusLine
+
+    if args.quiet or not StatusLine(sys.stderr).enabled:
         return None
     from runtime.images import TextProgress
 

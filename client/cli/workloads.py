@@ -32,7 +32,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("pod", metavar="POD")
     p.add_argument("-c", "--container", default="")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
-    p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
+    p.add_argument("--tail", type=int, default=None, metavar="N",
+                   help="only the last N lines (-1: all)")
     p.add_argument("-p", "--previous", action="store_true",
                    help="the previous instance of a restarted container")
     p.set_defaults(func=cmd_logs)

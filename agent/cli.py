@@ -54,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup-parent", default="podium", metavar="NAME")
     p.add_argument("--image-store", type=Path, default=DEFAULT_IMAGE_STORE, metavar="DIR",
                    help=f"the node's image store (default {DEFAULT_IMAGE_STORE})")
+    p.add_argument("--no-cluster-dns", dest="cluster_dns", action="store_false",
+                   help="with --scheduler: no DNS server on the bridge address; "
+                        "pods get the node's resolvers")
+    p.add_argument("--dns-port", type=int, default=53, metavar="PORT",
+                   help="the node's cluster DNS server port on the bridge address "
+                        "(default 53; pods reach it as 10.96.0.10:53 either way)")
+    p.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
@@ -81,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                          cgroup_parent=args.cgroup_parent, node_name=node_name,
                          nft_table=nft_table,
                          image_store=args.image_store, scheduler=args.scheduler,
-                         node_ip=str(args.node_ip) if args.node_ip else "")
+                         node_ip=str(args.node_ip) if args.node_ip else "",
+                         cluster_dns=args.cluster_dns, dns_port=args.dns_port,
+                         cluster_domain=args.cluster_domain)
     agent = Agent(config)
 
     def stop(signum: int, frame: FrameType | None) -> None:

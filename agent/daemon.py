@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.podloop import PodLoop, run_in_thread
 from agent.recovery import plan_recovery, pod_uid_of, pod_uids_on_disk, remove_leftover
@@ -40,13 +40,15 @@ from agent.recovery import plan_recovery, pod_uid_of, pod_uids_on_disk, remove_l
 if TYPE_CHECKING:
     import grpc
 
+    from agent.dns import DnsServer
     from agent.execs import ExecService
     from agent.link import SchedulerLink
     from agent.network import PodNetwork
     from agent.pods import PodWorker, WorkerDeps
     from agent.server import HealthLike
+    from agent.services import ClusterCatalog
     from agent.sources import PodSource
-    from proto.podium.v1 import node_pb2, pod_pb2
+    from proto.podium.v1 import node_pb2, pod_pb2, service_pb2
     from runtime.api import Runtime
     from runtime.forkserver import ForkServer
     from runtime.state import State
@@ -81,6 +83,11 @@ class AgentConfig(NamedTuple):
     scheduler: str = ""  # the scheduler's address; "": standalone, static pods only
     node_ip: str = ""  # the node's InternalIP; "": the default route's interface address
     sync_timeout: float = 10.0  # seconds recovery waits for the scheduler's list of pods
+    # With a scheduler: answer the cluster DNS on the bridge address at this port, and
+    # point ClusterFirst pods at it. False: pods get the node's resolvers.
+    cluster_dns: bool = True
+    dns_port: int = 53
+    cluster_domain: str = "cluster.local"
 
 
 class Agent:
@@ -95,6 +102,8 @@ class Agent:
         self._postponed: set[str] = set()  # leftovers kept while a source was incomplete
         self.link: SchedulerLink | None = None
         self.pod_cidr: IPv4Network = config.pod_cidr or DEFAULT_STANDALONE_CIDR
+        self.catalog: ClusterCatalog | None = None  # Services, Endpoints, Nodes
+        self.dns: DnsServer | None = None
 
     @property
     def pods_dir(self) -> Path:
@@ -119,6 +128,7 @@ class Agent:
         try:
             self._connect()
             self._build()
+            self._start_services()
             self._recover()
             self._serve()
         except BaseException:
@@ -169,7 +179,8 @@ class Agent:
         self.net_config = NetworkConfig(
             pod_cidr=self.pod_cidr, bridge=c.bridge, nft_table=c.nft_table,
             veth_prefix=c.veth_prefix, state_dir=c.root / "agent" / "network",
-            netns_dir=c.root / "netns", pods_dir=self.pods_dir)
+            netns_dir=c.root / "netns", pods_dir=self.pods_dir,
+            **self._cluster_network())
         self.net: PodNetwork = PodNetwork(self.net_config)
         self.net.setup_node()
         enable_ip_forwarding()
@@ -188,6 +199,49 @@ class Agent:
         from agent.execs import make_exec_service
 
         self.execs = make_exec_service(self.forkserver, self.rt, self.deps.images, self.pods_dir)
+
+    def _cluster_network(self) -> dict[str, Any]:
+        """NetworkConfig's cluster settings, as the scheduler gave them at registration."""
+        link = self.link
+        if link is None or not link.service_cidr:
+            return {}  # standalone: this node's pods only, the node's resolvers
+        services = IPv4Network(link.service_cidr)
+        return {"cluster_cidr": IPv4Network(link.cluster_cidr) if link.cluster_cidr else None,
+                "service_cidr": services,
+                # The 10th address, as the scheduler keeps it out of ClusterIPs.
+                "cluster_dns": services[10] if self.config.cluster_dns else None,
+                "cluster_domain": self.config.cluster_domain}
+
+    def _start_services(self) -> None:
+        """With a scheduler: the node's part of Services (nftables), the cluster DNS
+        and the routes to other nodes' pods, all following the scheduler's objects."""
+        from agent.network.netns import run_in_netns
+        from agent.network.podfiles import read_node_dns
+        from agent.services import ClusterCatalog, RouteSync, ServiceProxy
+
+        c, net = self.config, self.net_config
+        if self.link is None:
+            return
+        self.catalog = ClusterCatalog(c.scheduler, self.stop_event)
+        gateway = self.net.gateway.ip
+        if net.cluster_dns is not None:
+            from agent.dns import DnsServer
+
+            catalog = self.catalog
+            # Loopback resolvers (a local stub) work here: the server runs in the
+            # node's namespace. The cluster's own addresses would be a loop.
+            upstreams = [s for s in read_node_dns(net.resolv_conf, keep_loopback=True)
+                         .nameservers if s not in (str(net.cluster_dns), str(gateway))]
+            self.dns = DnsServer(address=str(gateway), port=c.dns_port,
+                                 records=lambda: _records(catalog), upstreams=upstreams,
+                                 domain=net.cluster_domain)
+            run_in_netns(net.node_netns, self.dns.start)
+        proxy = ServiceProxy.for_node(net, dns_address=gateway, dns_port=c.dns_port)
+        routes = RouteSync(c.node_name, net.node_netns, service_cidr=net.service_cidr,
+                           bridge=net.bridge)
+        self.catalog.subscribe(proxy.sync)
+        self.catalog.subscribe(lambda snapshot: routes.sync(snapshot.nodes.values()))
+        self.catalog.start()
 
     def _make_worker(self, pod: pod_pb2.Pod) -> PodWorker:
         from agent.pods import PodWorker as Worker
@@ -296,7 +350,14 @@ class Agent:
         self._postponed.clear()
 
     def close(self) -> None:
-        """Stop serving; the pods keep running for the next agent to adopt."""
+        """Stop serving; the pods keep running for the next agent to adopt, and the
+        node's Service rules and routes stay in force until it does (as kube-proxy's)."""
+        if self.catalog is not None:
+            self.catalog.close()
+            self.catalog = None
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
         if self.link is not None:
             self.link.close()  # the scheduler then sees the node's lease run out
             self.link = None
@@ -312,6 +373,12 @@ class Agent:
         if self.forkserver is not None:
             self.forkserver.close()
             self.forkserver = None
+
+
+def _records(catalog: ClusterCatalog) -> tuple[Mapping[tuple[str, str], service_pb2.Service],
+                                              Mapping[tuple[str, str], service_pb2.Endpoints]]:
+    snapshot = catalog.snapshot()
+    return snapshot.services, snapshot.endpoints
 
 
 def _created(text: str) -> datetime | None:

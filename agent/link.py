@@ -237,6 +237,8 @@ class SchedulerLink:
                  full_status_every: float = 10.0) -> None:
         self.address, self.node_name, self.status_fn = address, node_name, status
         self.pod_cidr = pod_cidr
+        # The cluster's networks, as the scheduler says at registration ("" before).
+        self.cluster_cidr = self.service_cidr = ""
         self.clock = clock
         self.full_status_every = full_status_every
         self.interval = DEFAULT_HEARTBEAT
@@ -275,6 +277,7 @@ class SchedulerLink:
                             "without a pod CIDR")
         # Re-registering asks for this CIDR again: the node's network is built on it.
         self.pod_cidr = reply.node.spec.pod_cidr
+        self.cluster_cidr, self.service_cidr = reply.cluster_cidr, reply.service_cidr
         self._set_interval(reply.heartbeat_interval.ToTimedelta().total_seconds())
         self._last_status, self._last_full = status, self.clock()
         log.info("registered node %s with %s: pod CIDR %s", self.node_name, self.address,

@@ -355,20 +355,22 @@ def _stop(d: Daemon, pid: int | None, run_dir: Path, timeout: float, say: Say) -
 
 
 def _clean_node(c: ClusterConfig, say: Say) -> None:
-    """Remove every pod the agent left under its root, then the node's bridge and
-    nftables table. The agent must not be running."""
+    """Remove every pod the agent left under its root, then the node's bridge,
+    nftables tables and routes. The agent must not be running."""
     from agent.network import NetworkConfig, PodNetwork
     from agent.pods import RuntimeContainers, StoreImages
     from agent.recovery import pod_uid_of, pod_uids_on_disk, remove_leftover
+    from agent.services import remove_node_services
     from runtime.api import Runtime
     from runtime.images import ImageStore
 
     root = c.agent_root
     rt = Runtime(root=root / "runtime", cgroup_parent=c.cgroup_parent)
-    net = PodNetwork(NetworkConfig(
+    net_config = NetworkConfig(
         pod_cidr=_pod_cidr(root / "agent" / "network"), bridge=c.bridge,
         nft_table=c.nft_table, state_dir=root / "agent" / "network",
-        netns_dir=root / "netns", pods_dir=root / "agent" / "pods", node_netns=c.netns))
+        netns_dir=root / "netns", pods_dir=root / "agent" / "pods", node_netns=c.netns)
+    net = PodNetwork(net_config)
     containers = RuntimeContainers(rt)
     images = StoreImages(ImageStore(c.image_store))
     by_pod: dict[str, list[str]] = {}
@@ -389,6 +391,7 @@ def _clean_node(c: ClusterConfig, say: Say) -> None:
         say(f"removed {len(by_pod)} pod{'s' if len(by_pod) != 1 else ''}")
     if c.netns is None or c.netns.exists():  # else the namespace took them with it
         net.teardown_node()
+        remove_node_services(net_config)
     _remove_cgroup_parent(c.cgroup_parent, problems)
     for problem in problems:
         say(f"warning: {problem}")

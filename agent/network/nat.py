@@ -11,20 +11,18 @@ One table per node (``inet podium`` by default), in the node's network namespace
                          sends back into the pod CIDR (so the reply returns the same way)
 
 Changes go to ``nft -f -`` as one script (one transaction); reads use ``nft -j``.
-pyroute2's nftables support is too thin for NAT expressions.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.errors import NetworkError, PortConflictError
-from agent.network.netns import run_in_netns
+from agent.network.nft import run_nft
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 _COMMENT_TAG = "hostport"
@@ -183,16 +181,5 @@ class NatTable:
 
     def _run(self, args: list[str], stdin: str | None = None,
              check: bool = True) -> subprocess.CompletedProcess[str]:
-        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-        if nft is None:
-            raise NetworkError("nft: command not found (install the nftables package)")
-
-        def call() -> subprocess.CompletedProcess[str]:
-            return subprocess.run([nft, *args], input=stdin, capture_output=True, text=True)
-
-        done = run_in_netns(self.netns, call)
-        if check and done.returncode != 0:
-            error = next((line for line in done.stderr.splitlines() if "Error" in line),
-                         done.stderr.strip() or f"exit status {done.returncode}")
-            raise NetworkError(f"nftables table inet {self.name}: nft {' '.join(args)}: {error}")
-        return done
+        return run_nft(args, what=f"nftables table inet {self.name}", stdin=stdin,
+                       netns=self.netns, check=check)

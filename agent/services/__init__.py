@@ -14,14 +14,16 @@
 
 Wiring, for the agent: ``catalog.subscribe(proxy.sync)`` and
 ``catalog.subscribe(lambda c: routes.sync(c.nodes.values()))``, then
-``catalog.start()``; on stop ``catalog.close()``, ``proxy.close()``, ``routes.close()``.
+``catalog.start()``; on stop ``catalog.close()``. The table and routes stay in force
+while the agent is away (pods keep their Services across a restart);
+``remove_node_services(config)`` removes them when the node is taken down.
 Errors are ``agent.errors.NetworkError``.
 """
 
 from __future__ import annotations
 
 from agent.services.catalog import Catalog, ClusterCatalog, catalog_of
-from agent.services.proxy import SERVICE_TABLE_SUFFIX, ServiceProxy
+from agent.services.proxy import SERVICE_TABLE_SUFFIX, ServiceProxy, remove_node_services
 from agent.services.routes import ROUTE_PROTOCOL, Route, RoutePlan, RouteSync, plan_routes
 from agent.services.rules import (
     MASQUERADE_MARK,
@@ -55,6 +57,7 @@ __all__ = [
     "catalog_of",
     "plan",
     "plan_routes",
+    "remove_node_services",
     "render",
     "transaction",
 ]

@@ -35,7 +35,7 @@ from proto.podium.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, service_pb2
 log = logging.getLogger("podium.agent.services")
 
 Key = tuple[str, str]  # (namespace, name)
-Subscriber = Callable[["Catalog"], None]
+Subscriber = Callable[["Catalog"], object]  # what it returns is ignored
 
 KINDS = ("Service", "Endpoints", "Node")
 SETTLE = 0.02  # seconds a burst of changes may take before subscribers hear of it

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -19,7 +18,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.errors import NetworkError
-from agent.network import NetworkConfig, run_in_netns
+from agent.network import NetworkConfig
+from agent.network.nft import run_nft
 from agent.services.catalog import Catalog
 from agent.services.rules import DnsRedirect, ProxySettings, render_catalog, transaction
 
@@ -105,17 +105,14 @@ class ServiceProxy:
 
     def _nft(self, args: list[str], stdin: str | None = None,
              check: bool = True) -> subprocess.CompletedProcess[str]:
-        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-        if nft is None:
-            raise NetworkError("nft: command not found (install the nftables package)")
+        return run_nft(args, what=f"nftables table inet {self.table}", stdin=stdin,
+                       netns=self.netns, check=check)
 
-        def call() -> subprocess.CompletedProcess[str]:
-            return subprocess.run([nft, *args], input=stdin, capture_output=True, text=True)
 
-        done = run_in_netns(self.netns, call)
-        if check and done.returncode != 0:
-            error = next((line for line in done.stderr.splitlines() if "Error" in line),
-                         done.stderr.strip() or f"exit status {done.returncode}")
-            raise NetworkError(f"nftables table inet {self.table}: nft {' '.join(args)}: "
-                               f"{error}")
-        return done
+def remove_node_services(config: NetworkConfig) -> None:
+    """Remove what the agent leaves in force when it stops (its Service table and
+    its routes), for ``podium down`` and the like; idempotent."""
+    from agent.services.routes import RouteSync
+
+    ServiceProxy.for_node(config).close()
+    RouteSync("", config.node_netns).close()

@@ -23,6 +23,7 @@ import grpc
 from agent.network import create_netns, remove_netns
 from runtime.api import Runtime
 from runtime.images import ImageStore, import_rootfs
+from tests.support.wire import Wire
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class SchedulerProcess(Process):
 
 class AgentNode(Process):
     def __init__(self, tmp: Path, name: str, scheduler: str, images: Path,
-                 cgroup_parent: str, bridge: str) -> None:
+                 cgroup_parent: str, bridge: str, wire: Wire | None = None) -> None:
         self.name = name
         self.dir = tmp / name
         self.dir.mkdir()
@@ -80,10 +81,12 @@ class AgentNode(Process):
         self.sock = self.dir / "agent.sock"
         self.cgroup_parent = cgroup_parent
         create_netns(self.netns)
+        # On a wire the node has an address the others reach; else only loopback.
+        self.ip = str(wire.plug(self.netns).ip) if wire is not None else "127.0.0.1"
         (self.dir / "manifests").mkdir()
         super().__init__(
             ["nsenter", f"--net={self.netns}", sys.executable, "-m", "agent.cli",
-             "--scheduler", scheduler, "--node-name", name, "--node-ip", "127.0.0.1",
+             "--scheduler", scheduler, "--node-name", name, "--node-ip", self.ip,
              "--manifests", str(self.dir / "manifests"), "--listen", f"unix:{self.sock}",
              "--root", str(self.root), "--bridge", bridge, "--cgroup-parent", cgroup_parent,
              "--image-store", str(images)], self.dir / "agent.log")

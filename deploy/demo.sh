@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # podium's demo: a one-node cluster (`podium up`), a Deployment of three web
-# servers, what happens when a container dies or a pod is deleted, then
-# `podium down`. Run through `sudo make demo` (which sets up .venv first).
+# servers behind a Service reached by name, what happens when a container dies
+# or a pod is deleted, then `podium down`. Run through `sudo make demo` (which sets up .venv first).
 #
 # Everything lives in a temporary directory and goes when the demo ends; the
 # environment can move it (the tests do): PODIUM_DEMO_BRIDGE, PODIUM_DEMO_CGROUP,
@@ -74,6 +74,33 @@ for item in doc.get("items", [doc]):
 step "Pods reach each other: from ${pods[0]}, a request to every pod's address"
 for ip in "${ips[@]}"; do
     run "$PODIUM" exec "${pods[0]}" -- wget -qO- "http://$ip:8080/"
+done
+
+step "A Service: one stable address and name for the three, spread by the kernel (nftables)"
+cat > "$work/hello-svc.yaml" <<'YAML'
+apiVersion: v1
+kind: Service
+metadata:
+  name: hello
+spec:
+  selector: {app: hello}
+  ports:
+  - port: 80
+    targetPort: 8080
+YAML
+cat "$work/hello-svc.yaml"
+run "$PODIUM" apply -f "$work/hello-svc.yaml"
+run "$PODIUM" get services
+for _ in $(seq 50); do
+    [ "$("$PODIUM" get endpoints hello -o json | "$PY" -c '
+import json, sys
+print(sum(len(s.get("addresses", [])) for s in json.load(sys.stdin).get("subsets", [])))')" -eq 3 ] && break
+    sleep 0.2
+done
+run "$PODIUM" get endpoints hello
+echo "From ${pods[0]}, by name through the cluster DNS (10.96.0.10), six requests:"
+for _ in 1 2 3 4 5 6; do
+    run "$PODIUM" exec "${pods[0]}" -- wget -qO- http://hello/
 done
 
 step "A container dies (SIGKILL from outside): its agent starts it again"

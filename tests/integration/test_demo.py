@@ -1,5 +1,6 @@
 """README's first command: deploy/demo.sh runs to the end, shows three pods
-answering with their own names, a container coming back and a pod replaced,
+answering with their own names, directly and through a Service reached by its
+DNS name, a container coming back and a pod replaced,
 and leaves nothing behind (the leak fixture checks). Its agent runs in a
 network namespace the test makes, with a test bridge and cgroup parent."""
 
@@ -36,4 +37,8 @@ def test_the_demo_runs_a_cluster_and_cleans_up(tmp_dir: Path, cgroup_parent: str
     assert done.returncode == 0, output[-5000:]
     answers = re.findall(r"^hello from (hello-\S+)$", done.stdout, re.MULTILINE)
     assert len(set(answers)) == 3, output[-5000:]
+    # The Service step: six requests by name, every one answered by one of the pods.
+    by_name = done.stdout.split("six requests:", 1)[1].split("\n== ", 1)[0]
+    answered = re.findall(r"^hello from (hello-\S+)$", by_name, re.MULTILINE)
+    assert len(answered) == 6 and set(answered) <= set(answers), by_name
     assert "Done." in done.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -62,6 +63,10 @@ def build_parser() -> Parser:
                parents=[common_options(), _group("image").store_option()])
     p.set_defaults(debug=False, no_color=False, func=None)
     p.add_argument("--version", action="version", version=f"podium {VERSION}")
+    p.add_argument("--server", "-s", metavar="ADDR", default=argparse.SUPPRESS,
+                   help="the scheduler, also accepted after the command")
+    p.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
+                   help="the namespace, also accepted after the command")
     sub = p.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
     for name in GROUPS:
         _group(name).register(sub, common_options())
@@ -88,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write("podium: interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader went away (``podium logs POD | head``): stop quietly, as a
+        # pipeline expects; stdout is pointed at /dev/null so the exit's flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except UsageError as e:
         sys.stderr.write(f"podium: {e}\n")
         return 2

@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 def server_options(all_namespaces: bool = False) -> argparse.ArgumentParser:
     """``--server`` and ``-n`` (and ``-A`` where a command lists across namespaces)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--server", "-s", metavar="ADDR", default=None,
+    # SUPPRESS: written before the command (``podium --server X get pods``, as
+    # kubectl takes it), the value must survive the command's own defaults.
+    p.add_argument("--server", "-s", metavar="ADDR", default=argparse.SUPPRESS,
                    help="the scheduler (default: $PODIUM_SERVER, else 127.0.0.1:7400; "
                         "unix:PATH for a socket)")
-    p.add_argument("-n", "--namespace", default=None, help="the namespace (default: default)")
+    p.add_argument("-n", "--namespace", default=argparse.SUPPRESS,
+                   help="the namespace (default: default)")
     if all_namespaces:
         p.add_argument("-A", "--all-namespaces", action="store_true",
                        help="every namespace")
@@ -28,11 +31,11 @@ def server_options(all_namespaces: bool = False) -> argparse.ArgumentParser:
 def connect(args: argparse.Namespace) -> Client:
     from client.api import Client
 
-    return Client(args.server)
+    return Client(getattr(args, "server", None))
 
 
 def namespace(args: argparse.Namespace) -> str:
-    return args.namespace or "default"
+    return getattr(args, "namespace", None) or "default"
 
 
 def add(sub: Any, common: argparse.ArgumentParser, name: str, help: str, examples: str,

@@ -96,7 +96,7 @@ def _warn(warnings: Any) -> None:
 def _send(args: argparse.Namespace, create: bool) -> int:
     from client.api import ref
 
-    objects = load(args.filename, args.namespace)
+    objects = load(args.filename, getattr(args, "namespace", None))
     for converted in objects:
         _warn(converted.warnings)
     with connect(args) as c:
@@ -151,7 +151,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if args.filename:
         if args.kind:
             raise UsageError("delete: give either -f FILE or KIND NAME…, not both")
-        for converted in load(args.filename, args.namespace):
+        for converted in load(args.filename, getattr(args, "namespace", None)):
             meta = unwrap(converted.object).metadata
             targets.append((kind_of(converted.object).kind, meta.namespace, meta.name))
     else:

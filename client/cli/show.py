@@ -91,10 +91,20 @@ def _port(p: Any) -> str:
     return f"{p.port}{node}/{p.protocol or 'TCP'}"
 
 
+def _external(s: Any) -> str:
+    """kubectl's EXTERNAL-IP: the load balancer's ingress (pending until the nodes
+    are known) and any externalIPs."""
+    addresses = [i.ip or i.hostname for i in s.status.load_balancer.ingress]
+    addresses += list(s.spec.external_ips)
+    if addresses:
+        return ",".join(addresses)
+    return "<pending>" if s.spec.type == "LoadBalancer" else "<none>"
+
+
 def _service_row(s: Any, wide: bool) -> list[str]:
     ports = ",".join(_port(p) for p in s.spec.ports) or "<none>"
     row = [s.metadata.name, s.spec.type or "ClusterIP", s.spec.cluster_ip or "<none>",
-           ",".join(s.spec.external_ips) or "<none>", ports,
+           _external(s), ports,
            short_age(s.metadata.creation_timestamp)]
     if wide:
         row.append(",".join(f"{k}={v}" for k, v in sorted(s.spec.selector.items())) or "<none>")

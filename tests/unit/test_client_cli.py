@@ -264,3 +264,32 @@ def test_the_tornado_example_applies_as_written(podium: Run, server: str,
         assert dict(deploy.spec.selector.match_labels) == {"app": "tornado"}
     code, out, _ = podium("apply", "-f", str(copy))
     assert code == 0 and out.count("unchanged") == 2
+
+
+def test_server_and_namespace_before_the_command(server: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(WEB)
+    assert main(["--server", server, "-n", "default", "apply", "-f", str(manifest)]) == 0
+    assert main(["-s", server, "get", "services", "-o", "name"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "service/web"
+    # After the command it still wins over nothing; before it, a later one wins.
+    assert main(["--server", "127.0.0.1:1", "get", "svc", "web", "--server", server]) == 0
+    assert "web" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    # `podium completion bash | true`: the reader is gone before a byte is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from client.cli import main; "
+         "sys.exit(main(['completion', 'bash']))"],
+        stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 141 and err == b"", err

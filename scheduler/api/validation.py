@@ -272,6 +272,10 @@ def _service(r: Report, service: service_pb2.Service) -> None:
     r.one_of("spec.externalTrafficPolicy", spec.external_traffic_policy, ("Cluster", "Local"))
     if spec.external_traffic_policy and not node_ports:
         r.error("spec.externalTrafficPolicy", "allowed only for types NodePort and LoadBalancer")
+    elif spec.external_traffic_policy == "Local":
+        r.warn("spec.externalTrafficPolicy",
+               "Local is served as Cluster: every node forwards to any ready pod, and the "
+               "client's address is not kept")
     for i, ip in enumerate(spec.external_ips):
         r.ip(f"spec.externalIPs[{i}]", ip)
     if spec.load_balancer_ip:

@@ -561,6 +561,11 @@ def test_service_load_balancer_ip_is_a_warning() -> None:
                       "nodes' own addresses"]
 
 
+def test_service_local_traffic_policy_is_a_warning() -> None:
+    (result,) = warnings(service(type="NodePort", externalTrafficPolicy="Local"))
+    assert result.startswith("spec.externalTrafficPolicy: Local is served as Cluster")
+
+
 # --- other kinds -----------------------------------------------------------------------
 
 

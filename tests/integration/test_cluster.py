@@ -180,6 +180,9 @@ def test_cluster_places_restarts_replaces_and_survives_failures(cluster: Cluster
 
     # The scheduler dies with SIGKILL under load and comes back: nothing
     # acknowledged is lost, and no container restarts.
+    # Settled first: six containers for six pods, none still stopping anywhere.
+    wait_for("six containers for six Running pods", lambda: len(c.running()) == 6 and sum(
+        len(container_pids(a)) for a in c.agents.values()) == 6, 30, c.logs)
     before = {a.name: container_pids(a) for a in c.agents.values()}
     acked = []
     for i in range(20):
@@ -193,7 +196,7 @@ def test_cluster_places_restarts_replaces_and_survives_failures(cluster: Cluster
         cluster_pb2.ListRequest(kind="Namespace"), timeout=5), 30, c.logs)
     assert set(acked) <= {n.namespace.metadata.name for n in listed.items}
     wait_for("6 Running pods after the restart", lambda: len(c.running()) == 6, 30, c.logs)
-    assert {a.name: container_pids(a) for a in c.agents.values()} == before
+    assert {a.name: container_pids(a) for a in c.agents.values()} == before, c.logs()
     c.api.Delete(cluster_pb2.DeleteRequest(kind="Deployment", name="web"), timeout=5)
     wait_for("the pods gone", lambda: not c.pods() and all(
         not container_pids(a) for a in c.agents.values()), 60, c.logs)

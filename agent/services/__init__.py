@@ -11,6 +11,9 @@
                                     address, and the service CIDR through the bridge
     plan, render, transaction       the rules as pure functions (rules.py)
     plan_routes                     the routes as a pure function (routes.py)
+    stale_udp_flows, is_stale,      UDP flows to endpoints that left keep their DNAT
+    flush_stale_flows               in conntrack; ``sync`` deletes them after each
+                                    change (pure choice, then pyroute2: conntrack.py)
 
 Wiring, for the agent: ``catalog.subscribe(proxy.sync)`` and
 ``catalog.subscribe(lambda c: routes.sync(c.nodes.values()))``, then
@@ -23,6 +26,7 @@ Errors are ``agent.errors.NetworkError``.
 from __future__ import annotations
 
 from agent.services.catalog import Catalog, ClusterCatalog, catalog_of
+from agent.services.conntrack import Flow, flush_stale_flows, is_stale
 from agent.services.proxy import SERVICE_TABLE_SUFFIX, ServiceProxy, remove_node_services
 from agent.services.routes import ROUTE_PROTOCOL, Route, RoutePlan, RouteSync, plan_routes
 from agent.services.rules import (
@@ -33,8 +37,10 @@ from agent.services.rules import (
     PortRule,
     ProxySettings,
     Ruleset,
+    StaleFlows,
     plan,
     render,
+    stale_udp_flows,
     transaction,
 )
 
@@ -46,6 +52,7 @@ __all__ = [
     "ClusterCatalog",
     "DnsRedirect",
     "Endpoint",
+    "Flow",
     "Plan",
     "PortRule",
     "ProxySettings",
@@ -54,10 +61,14 @@ __all__ = [
     "RouteSync",
     "Ruleset",
     "ServiceProxy",
+    "StaleFlows",
     "catalog_of",
+    "flush_stale_flows",
+    "is_stale",
     "plan",
     "plan_routes",
     "remove_node_services",
     "render",
+    "stale_udp_flows",
     "transaction",
 ]

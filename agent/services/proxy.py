@@ -4,7 +4,9 @@ Each ``sync(catalog)`` writes the whole table in one ``nft -f -`` transaction
 (see ``rules.transaction``); a sync that would write the same rules as the last
 one is skipped unless ``reapply_after`` seconds have passed (the catalog's
 periodic resync then restores rules someone else changed). ``close()`` deletes
-the table. DNAT happens in the kernel: no packet passes through the agent.
+the table. DNAT happens in the kernel: no packet passes through the agent. After a
+change, the conntrack entries of UDP flows to endpoints that left are deleted
+(``conntrack.py``): else a client keeping its socket would stay with the old pod.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -21,21 +24,39 @@ from agent.errors import NetworkError
 from agent.network import NetworkConfig
 from agent.network.nft import run_nft
 from agent.services.catalog import Catalog
-from agent.services.rules import DnsRedirect, ProxySettings, render_catalog, transaction
+from agent.services.conntrack import flush_stale_flows
+from agent.services.rules import (
+    DnsRedirect,
+    PortRule,
+    ProxySettings,
+    StaleFlows,
+    render_catalog,
+    stale_udp_flows,
+    transaction,
+)
 
 log = logging.getLogger("podium.agent.services")
 
 SERVICE_TABLE_SUFFIX = "_svc"
+
+# Deletes the conntrack entries of stale UDP flows in a namespace; how many went.
+FlowFlusher = Callable[[Sequence[StaleFlows], Path | None], int]
 
 
 class ServiceProxy:
     """Programs ``inet <settings.table>`` in the node's network namespace ``netns``."""
 
     def __init__(self, settings: ProxySettings, netns: Path | None = None, *,
-                 reapply_after: float = 20.0) -> None:
+                 reapply_after: float = 20.0,
+                 flush_flows: FlowFlusher = flush_stale_flows) -> None:
         self.settings = settings
         self.netns = netns
         self.reapply_after = reapply_after
+        self._flush_flows = flush_flows
+        # What the last applied table held; None until then (and after close), so
+        # the first sync after a start flushes nothing.
+        self._last_rules: tuple[PortRule, ...] | None = None
+        self._flush_error: str | None = None
         self._lock = threading.Lock()
         self._last_script: str | None = None
         self._last_applied = 0.0
@@ -72,6 +93,9 @@ class ServiceProxy:
             chains, sets = self._existing()
             self._nft(["-f", "-"], transaction(ruleset, self.table, chains, sets))
             self._last_script, self._last_applied = body, time.monotonic()
+            # Only now: a flow deleted earlier could be re-created by the old rules.
+            self._flush(stale_udp_flows(self._last_rules, the_plan.rules))
+            self._last_rules = the_plan.rules
         return True
 
     def close(self) -> None:
@@ -80,6 +104,7 @@ class ServiceProxy:
             if self._nft(["list", "table", "inet", self.table], check=False).returncode == 0:
                 self._nft(["-f", "-"], f"delete table inet {self.table}\n")
             self._last_script = None
+            self._last_rules = None
 
     # --- inside -------------------------------------------------------------------
 
@@ -89,6 +114,22 @@ class ServiceProxy:
             if line not in self._reported:
                 log.warning("service rules: %s", line)
         self._reported = set(skipped)
+
+    def _flush(self, stale: tuple[StaleFlows, ...]) -> None:
+        """Delete the stale flows' conntrack entries; a failure is logged (once while
+        it lasts), never raised: the rules are in force, only old flows linger."""
+        if not stale:
+            return
+        try:
+            deleted = self._flush_flows(stale, self.netns)
+        except Exception as e:  # whatever it is, it must not fail the sync
+            if str(e) != self._flush_error:
+                log.warning("service rules: %s", e)
+            self._flush_error = str(e)
+            return
+        self._flush_error = None
+        if deleted:
+            log.info("service rules: %d UDP flow(s) to removed endpoints cleared", deleted)
 
     def _existing(self) -> tuple[list[str], list[str]]:
         """The table's chains and sets as the kernel has them (none if no table)."""

@@ -98,6 +98,17 @@ class Plan(NamedTuple):
     skipped: tuple[str, ...]  # one line per Service port (or address) left out, and why
 
 
+class StaleFlows(NamedTuple):
+    """UDP flows a Service port sent to an endpoint it no longer has. Conntrack keeps
+    a UDP flow's DNAT while packets keep coming, so without deleting these a client
+    that keeps its socket would talk to the old endpoint for good."""
+
+    endpoint: Endpoint
+    destinations: tuple[IPv4Address, ...]  # the port's clusterIPs and externalIPs
+    port: int  # the Service port on them
+    node_port: int  # 0: none
+
+
 class Ruleset(NamedTuple):
     """The table's content: what ``transaction`` writes, and the names it needs."""
 
@@ -323,3 +334,18 @@ def render_catalog(catalog: Catalog, settings: ProxySettings) -> tuple[Ruleset, 
     """``plan`` then ``render``: the table for ``catalog``, and the plan it came from."""
     the_plan = plan(catalog)
     return render(the_plan.rules, settings), the_plan
+
+
+def stale_udp_flows(before: Iterable[PortRule] | None,
+                    after: Iterable[PortRule]) -> tuple[StaleFlows, ...]:
+    """The UDP endpoints ``before`` programmed that ``after`` no longer has, per
+    Service port (a Service gone takes all of its own), with the frontends ``before``
+    had: the flows to clear once ``after`` is in force. ``before`` None (the first
+    sync since start): nothing, as nothing is known to have been programmed."""
+    if before is None:
+        return ()
+    kept = {r.key: set(r.endpoints) for r in after if r.protocol == "udp"}
+    return tuple(
+        StaleFlows(ep, r.cluster_ips + r.external_ips, r.port, r.node_port)
+        for r in before if r.protocol == "udp"
+        for ep in r.endpoints if ep not in kept.get(r.key, set()))

@@ -97,6 +97,17 @@ while True:
     c.close()
 """
 
+# Answers every datagram with its name, until killed.
+UDP_SERVER = """
+import socket, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    data, peer = u.recvfrom(512)
+    u.sendto(sys.argv[2].encode(), peer)
+"""
+
 
 def run(netns: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = run_in_netns(
@@ -475,6 +486,68 @@ def test_cluster_dns_goes_to_the_nodes_dns_server(cluster: Cluster) -> None:
         data, peer = run_in_netns(netns, query_udp)
         assert (data, peer) == (b"udp hello", (str(CLUSTER_DNS), 53))
         assert ask_from(netns, CLUSTER_DNS, 53) == ["tcp"]
+
+
+def udp_service(name: str, cluster_ip: str,
+                *pods: Sandbox) -> tuple[service_pb2.Service, service_pb2.Endpoints]:
+    """A Service with one UDP port, 53, served on ``PORT`` by ``pods``."""
+    svc = service_pb2.Service()
+    svc.metadata.name, svc.metadata.namespace = name, "default"
+    svc.spec.cluster_ip, svc.spec.type = cluster_ip, "ClusterIP"
+    svc.spec.ports.add(name="dns", port=53, protocol="UDP")
+    eps = service_pb2.Endpoints()
+    eps.metadata.name, eps.metadata.namespace = name, "default"
+    subset = eps.subsets.add()
+    for pod in pods:
+        subset.addresses.add(ip=str(pod.ip))
+    subset.ports.add(name="dns", port=PORT, protocol="UDP")
+    return svc, eps
+
+
+def test_a_udp_client_keeping_its_socket_leaves_a_removed_endpoint(cluster: Cluster) -> None:
+    n1, n2, n3 = cluster.nodes
+    pods: dict[str, Sandbox] = {}
+    for node, name in ((n2, "pt-udp1"), (n3, "pt-udp2")):
+        pods[name] = cluster.pod(node, name, serve=False)
+        cluster.start(pods[name].netns, UDP_SERVER, str(PORT), name)
+    client_pod = cluster.pod(n1, "pt-client", serve=False)
+    svc, eps = udp_service("udp", "10.96.0.53", *pods.values())
+    cluster.sync(cluster.catalog([svc], [eps]))  # the first: nothing to clear
+
+    # One socket for the whole test, as a resolver or a UDP stream keeps one.
+    sock = run_in_netns(client_pod.netns,
+                        lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sock.settimeout(5)
+
+    def exchange(times: int) -> set[str]:
+        seen = set()
+        for _ in range(times):
+            sock.sendto(b"hello", ("10.96.0.53", 53))
+            data, peer = sock.recvfrom(512)
+            assert peer == ("10.96.0.53", 53)
+            seen.add(data.decode())
+        return seen
+
+    try:
+        first = exchange(10)
+        assert len(first) == 1  # conntrack keeps the flow on the endpoint it picked
+        (old,) = first
+        (other,) = set(pods) - first
+
+        svc, eps = udp_service("udp", "10.96.0.53", pods[other])
+        cluster.sync(cluster.catalog([svc], [eps]))
+
+        # The old endpoint still answers: only the flush can move the flow away.
+        def direct() -> bytes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                s.sendto(b"hello", (str(pods[old].ip), PORT))
+                return s.recvfrom(512)[0]
+
+        assert run_in_netns(client_pod.netns, direct) == old.encode()
+        assert exchange(10) == {other}
+    finally:
+        sock.close()
 
 
 def test_endpoint_changes_flow_from_the_scheduler_to_the_rules(cluster: Cluster) -> None:

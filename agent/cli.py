@@ -79,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from agent.preflight import check_node
+
+    # A node missing what pods need says so now, not at its first pod.
+    problems = check_node()
+    for problem in problems:
+        print(f"podium-agent: {problem}", file=sys.stderr)
+    if problems:
+        return 1
     node_name, nft_table = node_identity(args.node_name, args.bridge)
     pod_cidr = args.pod_cidr
     if pod_cidr is None and not args.scheduler:

@@ -41,3 +41,21 @@ def test_an_agent_on_its_own_bridge_is_a_node_of_its_own() -> None:
     assert node_identity("", "podium0") == (host, "podium")
     assert node_identity("", "br-2") == (f"{host}-br-2", "podium_br_2")
     assert node_identity("n7", "br-2") == ("n7", "podium_br_2")
+
+
+def test_a_node_missing_what_pods_need_is_refused_at_start(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import agent.preflight
+
+    problems = ["overlay filesystem: not in /proc/filesystems (modprobe overlay)"]
+    monkeypatch.setattr(agent.preflight, "check_node", lambda: problems)
+    assert main(["--root", "/nonexistent-podium-test"]) == 1
+    assert capsys.readouterr().err == f"podium-agent: {problems[0]}\n"
+
+
+def test_cluster_dns_options_parse() -> None:
+    args = parser().parse_args(["--no-cluster-dns", "--dns-port", "5353",
+                                "--cluster-domain", "corp.local"])
+    assert (args.cluster_dns, args.dns_port, args.cluster_domain) == (False, 5353,
+                                                                      "corp.local")
+    assert parser().parse_args([]).cluster_dns is True

@@ -59,3 +59,16 @@ busybox-image: setup
 
 python-image: setup
 	bash deploy/images.sh python
+
+# The VM tier alone: Debian 12 guests under QEMU (software emulation), pure cgroup v2
+# (tests/vm). The guest image is built on first use and cached in /var/cache/podium-vm.
+.PHONY: test-vm
+VM_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio
+test-vm: setup
+	@missing=$$(for p in $(VM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
+	$(PY) -m pytest -q -m vm tests/vm

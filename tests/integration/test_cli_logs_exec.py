@@ -29,9 +29,9 @@ from typing import IO
 
 import pytest
 
-from client.api import Client, Unreachable
+from client.api import Client
 from tests.conftest import need, need_root
-from tests.support.nodes import AgentNode, SchedulerProcess, import_busybox, wait_for
+from tests.support.nodes import LocalCluster, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -66,38 +66,21 @@ spec:
 WAIT = 60.0
 
 
-class Setup:
+class Setup(LocalCluster):
     def __init__(self, tmp: Path, busybox_rootfs: Path, cgroup_parent: str) -> None:
+        super().__init__(tmp, busybox_rootfs, cgroup_parent, IMAGE, [NODE], "plxbr")
         self.tmp = tmp
-        images = tmp / "images"
-        images.mkdir()
-        import_busybox(images, busybox_rootfs, IMAGE)
-        self.scheduler = SchedulerProcess(tmp)
-        self.agent = AgentNode(tmp, NODE, self.scheduler.address, images,
-                               f"{cgroup_parent}/{NODE}", "plxbr0")
+        self.agent = self.agents[NODE]
         # COLUMNS and LINES would override the terminal's own size.
         self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         self.env["PODIUM_SERVER"] = self.scheduler.address
         self.env.pop("NO_COLOR", None)
 
-    def logs(self) -> str:
-        return (f"--- scheduler\n{self.scheduler.output()[-3000:]}\n"
-                f"--- agent\n{self.agent.output()[-3000:]}")
-
     def start(self) -> None:
         """The cluster up and the pod's two containers running."""
-        self.scheduler.start()
-        self.agent.start()
+        super().start()
+        wait_for("the node Ready", lambda: self.ready_nodes() == 1, WAIT, self.logs)
         with Client(self.scheduler.address) as c:
-            def node_ready() -> bool:
-                try:
-                    nodes = c.list("Node")
-                except Unreachable:  # the scheduler is still starting
-                    return False
-                return any(x.type == "Ready" and x.status == "True"
-                           for n in nodes for x in n.status.conditions)
-
-            wait_for("the node Ready", node_ready, WAIT, self.logs)
             (self.tmp / "pod.yaml").write_text(MANIFEST)
             self.ok("apply", "-f", str(self.tmp / "pod.yaml"))
             wait_for("both containers running", lambda: self.running(c) == {"talker", "shell"},
@@ -128,10 +111,6 @@ class Setup:
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([str(PODIUM), *args], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
-
-    def close(self) -> None:
-        self.agent.close()
-        self.scheduler.kill()
 
 
 @pytest.fixture

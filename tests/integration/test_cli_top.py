@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from client.api import Client, Unreachable
+from client.api import Client
 from client.cli import main
 from tests.conftest import need, need_root
-from tests.support.nodes import AgentNode, SchedulerProcess, import_busybox, wait_for
+from tests.support.nodes import LocalCluster, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -39,23 +39,11 @@ spec:
 """
 
 
-class Setup:
+class Setup(LocalCluster):
     def __init__(self, tmp: Path, busybox_rootfs: Path, cgroup_parent: str) -> None:
-        images = tmp / "images"
-        images.mkdir()
-        import_busybox(images, busybox_rootfs, IMAGE)
-        self.scheduler = SchedulerProcess(tmp)
-        self.agent = AgentNode(tmp, NODE, self.scheduler.address, images,
-                               f"{cgroup_parent}/{NODE}", "ptopbr0")
+        super().__init__(tmp, busybox_rootfs, cgroup_parent, IMAGE, [NODE], "ptopbr")
+        self.agent = self.agents[NODE]
         self.server = self.scheduler.address
-
-    def logs(self) -> str:
-        return (f"--- scheduler\n{self.scheduler.output()[-3000:]}\n"
-                f"--- agent\n{self.agent.output()[-3000:]}")
-
-    def close(self) -> None:
-        self.agent.close()
-        self.scheduler.kill()
 
 
 @pytest.fixture
@@ -81,18 +69,9 @@ def test_top_reads_the_agents_figures_and_names_a_node_it_cannot_reach(
     def podium(*argv: str) -> tuple[int, str, str]:
         return run(capsys, setup.server, *argv)
 
-    setup.scheduler.start()
-    setup.agent.start()
+    setup.start()
+    wait_for("the node Ready", lambda: setup.ready_nodes() == 1, 60, setup.logs)
     with Client(setup.server) as c:
-        def node_ready() -> bool:
-            try:
-                nodes = c.list("Node")
-            except Unreachable:  # the scheduler is still starting
-                return False
-            return any(x.type == "Ready" and x.status == "True"
-                       for n in nodes for x in n.status.conditions)
-
-        wait_for("the node Ready", node_ready, 60, setup.logs)
         (tmp_dir / "pod.yaml").write_text(POD)
         assert podium("apply", "-f", str(tmp_dir / "pod.yaml"))[0] == 0
         wait_for("the pod Running", lambda: c.get("Pod", "ptop-busy").status.phase == "Running"

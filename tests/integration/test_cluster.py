@@ -18,21 +18,19 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from proto.podium.v1 import (
     agent_pb2,
     apps_pb2,
     cluster_pb2,
-    cluster_pb2_grpc,
     core_pb2,
     pod_pb2,
 )
 from runtime.state import Status
 from scheduler.objects import wrap
 from tests.conftest import need, need_root
-from tests.support.nodes import AgentNode, SchedulerProcess, import_busybox, wait_for
+from tests.support.nodes import AgentNode, LocalCluster, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -40,24 +38,11 @@ IMAGE = "podium-test/busybox:cluster"
 NODES = ("ptc1", "ptc2", "ptc3")
 
 
-class Cluster:
+class Cluster(LocalCluster):
     def __init__(self, tmp: Path, busybox_rootfs: Path, cgroup_parent: str) -> None:
-        images = tmp / "images"
-        images.mkdir()
-        import_busybox(images, busybox_rootfs, IMAGE)
-        self.scheduler = SchedulerProcess(tmp, "--node-grace", "2", "--eviction-timeout", "2",
-                                          "--heartbeat-interval", "0.5")
-        self.agents: dict[str, AgentNode] = {}
-        for i, name in enumerate(NODES):
-            self.agents[name] = AgentNode(tmp, name, self.scheduler.address, images,
-                                          f"{cgroup_parent}/{name}", f"ptcbr{i}")
-        self.channel = grpc.insecure_channel(self.scheduler.address)
-        self.api = cluster_pb2_grpc.ClusterServiceStub(self.channel)
-
-    def logs(self) -> str:
-        parts = [f"--- scheduler\n{self.scheduler.output()[-3000:]}"]
-        parts += [f"--- {n}\n{a.output()[-2000:]}" for n, a in self.agents.items()]
-        return "\n".join(parts)
+        super().__init__(tmp, busybox_rootfs, cgroup_parent, IMAGE, NODES, "ptcbr",
+                         ("--node-grace", "2", "--eviction-timeout", "2",
+                          "--heartbeat-interval", "0.5"))
 
     def pods(self) -> list[pod_pb2.Pod]:
         items = self.api.List(cluster_pb2.ListRequest(kind="Pod", label_selector="app=web"),
@@ -66,12 +51,6 @@ class Cluster:
 
     def running(self) -> list[pod_pb2.Pod]:
         return [p for p in self.pods() if p.status.phase == "Running"]
-
-    def close(self) -> None:
-        self.channel.close()
-        for agent in self.agents.values():
-            agent.close()
-        self.scheduler.kill()
 
 
 @pytest.fixture
@@ -105,15 +84,10 @@ def container_pids(agent: AgentNode) -> set[int]:
 
 def test_cluster_places_restarts_replaces_and_survives_failures(cluster: Cluster) -> None:
     c = cluster
-    c.scheduler.start()
-    for agent in c.agents.values():
-        agent.start()
+    c.start()
 
     def nodes_ready() -> bool:
-        nodes = c.api.List(cluster_pb2.ListRequest(kind="Node"), timeout=5).items
-        return len(nodes) == 3 and all(
-            any(x.type == "Ready" and x.status == "True" for x in n.node.status.conditions)
-            for n in nodes)
+        return c.ready_nodes() == 3
 
     wait_for("three Ready nodes", nodes_ready, 60, c.logs)
     c.api.Apply(cluster_pb2.ApplyRequest(object=wrap(web(6))), timeout=5)

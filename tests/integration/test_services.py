@@ -31,9 +31,9 @@ import grpc
 import pytest
 
 from proto.kube import load_objects
-from proto.podium.v1 import agent_pb2, cluster_pb2, cluster_pb2_grpc, pod_pb2
+from proto.podium.v1 import agent_pb2, cluster_pb2, pod_pb2
 from tests.conftest import need, need_root
-from tests.support.nodes import AgentNode, SchedulerProcess, import_busybox, wait_for
+from tests.support.nodes import LocalCluster, wait_for
 from tests.support.wire import OUTSIDE, Wire
 
 pytestmark = pytest.mark.root
@@ -116,7 +116,7 @@ spec:
     - |
       nslookup echo.default.svc.cluster.local
       until timeout 3 wget -q -O /tmp/short http://echo/; do sleep 0.2; done
-      until timeout 3 wget -q -O /tmp/full http://echo.default.svc.cluster.local/; do sleep 0.2; done
+      until timeout 3 wget -qO /tmp/full http://echo.default.svc.cluster.local/; do sleep 0.2; done
       echo "short=$(cat /tmp/short) full=$(cat /tmp/full)"
       for ip in $PEERS; do
         echo "peer $ip saw $(timeout 3 wget -q -O - http://$ip:8080/cgi-bin/who)"
@@ -125,32 +125,14 @@ spec:
 """
 
 
-class Cluster:
+class Cluster(LocalCluster):
     def __init__(self, tmp: Path, busybox_rootfs: Path, cgroup_parent: str) -> None:
         self.busybox = busybox_rootfs / "bin" / "busybox"
-        images = tmp / "images"
-        images.mkdir()
-        import_busybox(images, busybox_rootfs, IMAGE)
         self.shared = tmp / "shared"
         self.shared.mkdir()
-        self.wire = Wire(tmp, "ptsw")
-        self.agents: dict[str, AgentNode] = {}
-        self.scheduler = SchedulerProcess(tmp, "--node-grace", "2", "--eviction-timeout", "2",
-                                          "--heartbeat-interval", "0.5")
-        try:
-            for i, name in enumerate(NODES):
-                self.agents[name] = AgentNode(tmp, name, self.scheduler.address, images,
-                                              f"{cgroup_parent}/{name}", f"ptsbr{i}", self.wire)
-        except BaseException:
-            self.close()
-            raise
-        self.channel = grpc.insecure_channel(self.scheduler.address)
-        self.api = cluster_pb2_grpc.ClusterServiceStub(self.channel)
-
-    def logs(self) -> str:
-        parts = [f"--- scheduler\n{self.scheduler.output()[-3000:]}"]
-        parts += [f"--- {n}\n{a.output()[-3000:]}" for n, a in self.agents.items()]
-        return "\n".join(parts)
+        super().__init__(tmp, busybox_rootfs, cgroup_parent, IMAGE, NODES, "ptsbr",
+                         ("--node-grace", "2", "--eviction-timeout", "2",
+                          "--heartbeat-interval", "0.5"), Wire(tmp, "ptsw"))
 
     def apply(self, manifests: str) -> None:
         for converted in load_objects(manifests.replace("SHARED", str(self.shared))):
@@ -190,14 +172,6 @@ class Cluster:
     def answers(self, netns: Path, url: str, count: int) -> Counter[str | None]:
         return Counter(self.wget(netns, url) for _ in range(count))
 
-    def close(self) -> None:
-        if hasattr(self, "channel"):
-            self.channel.close()
-        for agent in self.agents.values():
-            agent.close()
-        self.scheduler.kill()
-        self.wire.close()
-
 
 @pytest.fixture
 def cluster(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Cluster]:
@@ -223,13 +197,10 @@ def _client_output(c: Cluster) -> str:
 
 def test_services_dns_and_the_pod_network_across_nodes(cluster: Cluster) -> None:
     c = cluster
-    for agent in c.agents.values():
-        agent.start()
-    c.scheduler.start()
-    wait_for("3 nodes Ready", lambda: len(
-        [i for i in c.api.List(cluster_pb2.ListRequest(kind="Node"), timeout=5).items
-         if any(x.type == "Ready" and x.status == "True" for x in i.node.status.conditions)]
-    ) == 3, logs=c.logs)
+    c.start()
+    wire = c.wire
+    assert wire is not None
+    wait_for("3 nodes Ready", lambda: c.ready_nodes() == 3, logs=c.logs)
 
     c.apply(WORKLOAD)
     service = c.get("Service", "echo").service
@@ -287,7 +258,7 @@ def test_services_dns_and_the_pod_network_across_nodes(cluster: Cluster) -> None
                            .ingress]) == 3 else None), logs=c.logs)
     assert sorted(ingress) == sorted(agent.ip for agent in c.agents.values())
     for name, agent in c.agents.items():
-        answer = c.wget(c.wire.netns, f"http://{agent.ip}:{node_port}/")
+        answer = c.wget(wire.netns, f"http://{agent.ip}:{node_port}/")
         assert answer in pods, f"NodePort on {name} ({agent.ip}): {answer!r}"
     assert OUTSIDE.ip not in {agent.ip for agent in c.agents.values()}
 

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
 from agent.network import create_netns, remove_netns
+from proto.podium.v1 import cluster_pb2, cluster_pb2_grpc
 from runtime.api import Runtime
 from runtime.images import ImageStore, import_rootfs
 from tests.support.wire import Wire
@@ -147,3 +148,54 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0,
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n"
                                  f"{logs()[-6000:]}")
         time.sleep(0.1)
+
+
+class LocalCluster:
+    """A scheduler and agents on this machine, named ``nodes``, each agent in its own
+    network namespace and on its own bridge (``<bridge_prefix><index>``), all running
+    the busybox image ``image``; on ``wire`` the nodes reach each other by address.
+    ``api`` is a ClusterService stub; ``close()`` ends and removes everything."""
+
+    def __init__(self, tmp: Path, busybox_rootfs: Path, cgroup_parent: str, image: str,
+                 nodes: Sequence[str], bridge_prefix: str, scheduler_args: Sequence[str] = (),
+                 wire: Wire | None = None) -> None:
+        images = tmp / "images"
+        images.mkdir()
+        import_busybox(images, busybox_rootfs, image)
+        self.scheduler = SchedulerProcess(tmp, *scheduler_args)
+        self.agents: dict[str, AgentNode] = {}
+        self.wire = wire
+        try:
+            for i, name in enumerate(nodes):
+                self.agents[name] = AgentNode(tmp, name, self.scheduler.address, images,
+                                              f"{cgroup_parent}/{name}", f"{bridge_prefix}{i}",
+                                              wire)
+        except BaseException:
+            self.close()
+            raise
+        self.channel = grpc.insecure_channel(self.scheduler.address)
+        self.api = cluster_pb2_grpc.ClusterServiceStub(self.channel)
+
+    def start(self) -> None:
+        for agent in self.agents.values():
+            agent.start()
+        self.scheduler.start()
+
+    def ready_nodes(self) -> int:
+        nodes = self.api.List(cluster_pb2.ListRequest(kind="Node"), timeout=5).items
+        return sum(any(c.type == "Ready" and c.status == "True" for c in n.node.status.conditions)
+                   for n in nodes)
+
+    def logs(self) -> str:
+        parts = [f"--- scheduler\n{self.scheduler.output()[-3000:]}"]
+        parts += [f"--- {n}\n{a.output()[-3000:]}" for n, a in self.agents.items()]
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        if hasattr(self, "channel"):
+            self.channel.close()
+        for agent in self.agents.values():
+            agent.close()
+        self.scheduler.kill()
+        if self.wire is not None:
+            self.wire.close()

@@ -34,12 +34,12 @@ from typing import TypeVar
 import grpc
 
 from agent.events import LinkRecorder
+from agent.retry import Backoff, Outages, cancel
 from agent.sources import PodEvent, PodEventType
 from proto.podium.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, pod_pb2
 
 __all__ = [
     "SCHEDULER_SOURCE",
-    "Backoff",
     "LinkError",
     "SchedulerLink",
     "SchedulerPodSource",
@@ -66,22 +66,6 @@ T = TypeVar("T")
 
 class LinkError(Exception):
     """The scheduler refused the node (not a connection problem); the message says why."""
-
-
-class Backoff:
-    """0.2 s, doubling to 5 s; ``reset()`` after a success."""
-
-    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
-        self.first, self.most = first, most
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self.most, self._next * 2)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 def stopped_status(status: pod_pb2.PodStatus) -> pod_pb2.PodStatus:
@@ -253,7 +237,7 @@ class SchedulerLink:
         self._pending: dict[str, cluster_pb2.UpdatePodStatusRequest] = {}
         self._pending_cv = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._down: set[str] = set()  # which threads have logged the scheduler away
+        self._outages = Outages(log, address)
         # The pod workers' recorder: Events through Create, from a thread of its own.
         self.recorder = LinkRecorder(self.stub, node_name, self.source.knows, stop=self.stop)
 
@@ -319,9 +303,9 @@ class SchedulerLink:
         while not self.stop.wait(self.interval):
             try:
                 self.heartbeat()
-                self._up("heartbeat")
+                self._outages.up("heartbeat")
             except grpc.RpcError as e:
-                self._away("heartbeat", e)
+                self._outages.down("heartbeat", e)
             except LinkError as e:
                 log.error("%s", e)
 
@@ -340,10 +324,10 @@ class SchedulerLink:
                 with self._call_lock:
                     self._watch_call = call
                 if self.stop.is_set():
-                    _cancel(call)
+                    cancel(call)
                 for event in call:
                     backoff.reset()
-                    self._up("watch")
+                    self._outages.up("watch")
                     if event.type == cluster_pb2.WatchEvent.ERROR:
                         log.warning("scheduler %s: pod watch: %s%s", self.address,
                                     event.message, " (listing again)" if event.relist else "")
@@ -355,7 +339,7 @@ class SchedulerLink:
                 if self.stop.is_set():
                     return
                 # NOT_FOUND too is retried: the heartbeat registers the node again.
-                self._away("watch", e)
+                self._outages.down("watch", e)
             finally:
                 with self._call_lock:
                     self._watch_call = None
@@ -366,7 +350,7 @@ class SchedulerLink:
     def _cancel_watch(self) -> None:
         with self._call_lock:
             if self._watch_call is not None:
-                _cancel(self._watch_call)
+                cancel(self._watch_call)
 
     # --- pod status (StatusListener) ------------------------------------------------
 
@@ -402,12 +386,12 @@ class SchedulerLink:
             try:
                 self.stub.UpdatePodStatus(request, timeout=CALL_TIMEOUT)
                 backoff.reset()
-                self._up("status")
+                self._outages.up("status")
             except grpc.RpcError as e:
                 if e.code() in _TRANSIENT:
                     with self._pending_cv:
                         self._pending.setdefault(uid, request)  # unless a newer one came
-                    self._away("status", e)
+                    self._outages.down("status", e)
                     self.stop.wait(backoff.next())
                 else:
                     log.warning("scheduler %s: status of pod %s/%s: %s", self.address,
@@ -441,31 +425,16 @@ class SchedulerLink:
         while True:
             try:
                 result = call()
-                self._up(what)
+                self._outages.up(what)
                 return result
             except grpc.RpcError as e:
                 if e.code() not in _TRANSIENT:
                     raise LinkError(f"scheduler {self.address}: {what} node "
                                     f"{self.node_name}: {e.details()}") from None
-                self._away(what, e)
+                self._outages.down(what, e)
             if self.stop.wait(backoff.next()):
                 raise LinkError(f"scheduler {self.address}: stopped before {what} "
                                 f"node {self.node_name} succeeded")
-
-    def _away(self, what: str, error: grpc.RpcError) -> None:
-        if what not in self._down:
-            self._down.add(what)
-            log.warning("scheduler %s: %s: %s (retrying)", self.address, what,
-                        error.details() or error.code().name)
-
-    def _up(self, what: str) -> None:
-        if what in self._down:
-            self._down.discard(what)
-            log.info("scheduler %s: %s works again", self.address, what)
-
-
-def _cancel(call: grpc.RpcContext) -> None:
-    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave cancel() untyped
 
 
 def _without_status(pod: pod_pb2.Pod) -> pod_pb2.Pod:

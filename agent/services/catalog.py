@@ -30,6 +30,7 @@ from types import MappingProxyType
 import grpc
 
 from agent.errors import AgentError
+from agent.retry import Backoff, Outages, cancel
 from proto.podium.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, service_pb2
 
 log = logging.getLogger("podium.agent.services")
@@ -67,20 +68,6 @@ def catalog_of(services: list[service_pb2.Service] | None = None,
         MappingProxyType({(e.metadata.namespace, e.metadata.name): e for e in endpoints or []}),
         MappingProxyType({n.metadata.name: n for n in nodes or []}),
     )
-
-
-class Backoff:
-    """0.2 s, doubling to 5 s; ``reset()`` after a success."""
-
-    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
-        self.first, self.most, self._next = first, most, first
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self.most, self._next * 2)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 def _key(obj: cluster_pb2.Object) -> tuple[object, object] | None:
@@ -132,7 +119,7 @@ class ClusterCatalog:
         self._calls: dict[str, grpc.CallIterator[cluster_pb2.WatchEvent]] = {}
         self._threads: list[threading.Thread] = []
         self._synced = threading.Event()
-        self._away: set[str] = set()
+        self._outages = Outages(log, address)
 
     # --- the public side ----------------------------------------------------------
 
@@ -168,7 +155,7 @@ class ClusterCatalog:
             calls = list(self._calls.values())
             self._lock.notify_all()
         for call in calls:
-            _cancel(call)
+            cancel(call)
         for thread in self._threads:
             thread.join(timeout=10.0)
         self._threads.clear()
@@ -197,10 +184,10 @@ class ClusterCatalog:
                 with self._lock:
                     self._calls[kind] = call
                 if self.stop.is_set():
-                    _cancel(call)
+                    cancel(call)
                 for event in call:
                     backoff.reset()
-                    self._up(kind)
+                    self._outages.up(f"{kind} watch")
                     if event.type == cluster_pb2.WatchEvent.ERROR:
                         log.warning("scheduler %s: %s watch: %s%s", self.address, kind,
                                     event.message, " (listing again)" if event.relist else "")
@@ -211,7 +198,7 @@ class ClusterCatalog:
             except grpc.RpcError as e:
                 if self.stop.is_set():
                     return
-                self._down(kind, e)
+                self._outages.down(f"{kind} watch", e)
             except Exception:  # never let one odd event end the node's Services
                 log.exception("scheduler %s: %s watch failed (listing again)", self.address,
                               kind)
@@ -220,7 +207,7 @@ class ClusterCatalog:
                 with self._lock:
                     done = self._calls.pop(kind, None)
                 if done is not None:
-                    _cancel(done)  # a stream left after an ERROR must not linger
+                    cancel(done)  # a stream left after an ERROR must not linger
             self.stop.wait(backoff.next())
 
     def _handle(self, state: _KindState, event: cluster_pb2.WatchEvent) -> None:
@@ -289,20 +276,3 @@ class ClusterCatalog:
                     log.error("%s", e)
                 except Exception:
                     log.exception("catalog subscriber %r failed", callback)
-
-    # --- logging the scheduler's comings and goings once --------------------------
-
-    def _down(self, kind: str, error: grpc.RpcError) -> None:
-        if kind not in self._away:
-            self._away.add(kind)
-            log.warning("scheduler %s: %s watch: %s (retrying)", self.address, kind,
-                        error.details() or error.code().name)
-
-    def _up(self, kind: str) -> None:
-        if kind in self._away:
-            self._away.discard(kind)
-            log.info("scheduler %s: %s watch works again", self.address, kind)
-
-
-def _cancel(call: grpc.RpcContext) -> None:
-    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave cancel() untyped

@@ -17,8 +17,9 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
-from agent.link import SCHEDULER_SOURCE, Backoff, SchedulerLink, stopped_status
+from agent.link import SCHEDULER_SOURCE, SchedulerLink, stopped_status
 from agent.podloop import PodLoop
+from agent.retry import Backoff
 from agent.sources import CombinedSource, PodEvent, PodEventType
 from proto.podium.v1 import cluster_pb2, cluster_pb2_grpc, node_pb2, pod_pb2
 

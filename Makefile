@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m compileall -q runtime proto >/dev/null
 	@touch $(STAMP)
 
-test: setup
+# The whole suite: unit and integration tests, then the VM tier (tests/vm).
+test: setup vm-setup
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m vm tests/vm
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
@@ -62,13 +64,15 @@ python-image: setup
 
 # The VM tier alone: Debian 12 guests under QEMU (software emulation), pure cgroup v2
 # (tests/vm). The guest image is built on first use and cached in /var/cache/podium-vm.
-.PHONY: test-vm
+.PHONY: test-vm vm-setup
 VM_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio
-test-vm: setup
+vm-setup:
 	@missing=$$(for p in $(VM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $$missing >/dev/null; \
 	fi
+
+test-vm: setup vm-setup
 	$(PY) -m pytest -q -m vm tests/vm

@@ -17,6 +17,8 @@
 #                           (podium-*.whl and its dependencies)
 #   --source DIR            the project to install online from (default: this script's ..)
 #   --no-agent              control only: no agent on this node
+#   --eviction-timeout SEC  control only: seconds a NotReady node keeps its pods before
+#                           they are replaced elsewhere (default: the scheduler's, 5)
 #
 # What it does: the Debian packages a node needs, a virtual environment in
 # /opt/podium, the systemd units podium-scheduler.service (control) and
@@ -41,11 +43,13 @@ die() { echo "provision.sh: $*" >&2; exit 2; }
 say() { echo "provision: $*"; }
 
 role="" scheduler="" node_name="" node_ip="" pod_cidr="" wheelhouse="" source_dir="" agent=1
+eviction=""
 while [ $# -gt 0 ]; do
     opt="$1"
     case "$opt" in
         --no-agent) agent=0; shift; continue ;;
-        --role|--scheduler|--node-name|--node-ip|--pod-cidr|--wheelhouse|--source)
+        --role|--scheduler|--node-name|--node-ip|--pod-cidr|--wheelhouse|--source|\
+        --eviction-timeout)
             [ $# -ge 2 ] || die "$opt needs a value"
             val="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;/^set -euo/d'; exit 0 ;;
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
         --pod-cidr) pod_cidr="$val" ;;
         --wheelhouse) wheelhouse="$val" ;;
         --source) source_dir="$val" ;;
+        --eviction-timeout) eviction="$val" ;;
     esac
 done
 
@@ -92,6 +97,11 @@ else
 fi
 [ -n "$source_dir" ] && [ -n "$wheelhouse" ] && die "--source and --wheelhouse: give one"
 [ "$agent" = 1 ] || [ "$role" = control ] || die "--no-agent: only for --role control"
+if [ -n "$eviction" ]; then
+    [[ "$eviction" =~ ^[0-9]+(\.[0-9]+)?$ ]] \
+        || die "--eviction-timeout '$eviction': not a number of seconds"
+    [ "$role" = control ] || die "--eviction-timeout: only for --role control"
+fi
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and systemd units)"
 command -v apt-get >/dev/null && command -v systemctl >/dev/null \
     || die "needs apt-get and systemd (Debian or Ubuntu)"
@@ -227,9 +237,18 @@ fi
 render() {
     sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@LISTEN@|0.0.0.0:$port|g" \
         -e "s|@SCHEDULER@|$scheduler|g" -e "s|@NODE_NAME@|$node_name|g" \
-        -e "s|@AGENT_ARGS@|$agent_args|g" -e "s|@AFTER@|$after|g" "$HERE/systemd/$1"
+        -e "s|@AGENT_ARGS@|$agent_args|g" -e "s|@SCHEDULER_ARGS@|$scheduler_args|g" \
+        -e "s|@AFTER@|$after|g" "$HERE/systemd/$1"
 }
+# The agent's static pod directory (its default --manifests): present, so an agent
+# reads it as empty rather than as missing.
+if [ "$agent" = 1 ] && [ ! -d /etc/podium/manifests ]; then
+    mkdir -p /etc/podium/manifests
+    changes=$((changes + 1))
+fi
 agent_args=""
+scheduler_args=""
+[ -z "$eviction" ] || scheduler_args+=" --eviction-timeout $eviction"
 [ -z "$node_ip" ] || agent_args+=" --node-ip $node_ip"
 [ -z "$pod_cidr" ] || agent_args+=" --pod-cidr $pod_cidr"
 after=""

@@ -61,6 +61,8 @@ def without(option: str) -> list[str]:
     (with_value("--wheelhouse", "/nonexistent/wheels"), "--wheelhouse '/nonexistent/wheels'"),
     (with_value("--source", "/nonexistent/src"), "--source '/nonexistent/src'"),
     ([*GOOD, "--no-agent"], "--no-agent: only for --role control"),
+    ([*GOOD, "--eviction-timeout", "soon"], "--eviction-timeout 'soon'"),
+    ([*GOOD, "--eviction-timeout", "60"], "--eviction-timeout: only for --role control"),
     ([*GOOD, "--frobnicate"], "unknown argument '--frobnicate'"),
     ([*GOOD, "--node-ip"], "--node-ip needs a value"),
 ])
@@ -103,7 +105,9 @@ def test_the_vm_tier_provisions_as_the_vagrantfile_does() -> None:
                  '"--node-ip", "#{SUBNET}.#{10 + index}"',
                  '"--pod-cidr", "10.88.#{10 + index}.0/24"',
                  'index.zero? ? "control" : "worker-#{index}"',
-                 'inline: "bash /podium/deploy/provision.sh #{provision_args(index).join(\' \')}"'):
+                 'inline: "bash /podium/deploy/provision.sh #{provision_args(index).join(\' \')}"',
+                 'args += ["--eviction-timeout", EVICTION_TIMEOUT] if index.zero? && '
+                 '!EVICTION_TIMEOUT.empty?'):
         assert line in text, line
     assert provision_args(0)[:2] == ["--role", "control"]
     assert provision_args(2) == ["--role", "worker", "--scheduler", "192.168.56.10:7400",

@@ -91,8 +91,8 @@ class Cluster:
         assert r.returncode == 0, f"podium {' '.join(args)}: {r.stderr.strip()}"
         return r.stdout
 
-    def items(self, kind: str) -> list[dict[str, Any]]:
-        data = json.loads(self.podium("get", kind, "-o", "json"))
+    def items(self, kind: str, *selector: str) -> list[dict[str, Any]]:
+        data = json.loads(self.podium("get", kind, "-o", "json", *selector))
         return list(data.get("items", [data] if "kind" in data else []))
 
     def ready_nodes(self) -> set[str]:
@@ -103,10 +103,10 @@ class Cluster:
                     ready.add(node["metadata"]["name"])
         return ready
 
-    def running_pods(self) -> dict[str, str]:
+    def running_pods(self, app: str = "web") -> dict[str, str]:
         """Running pods of the app (not being deleted) → their node."""
         return {p["metadata"]["name"]: p["spec"].get("nodeName", "")
-                for p in self.items("pods")
+                for p in self.items("pods", "-l", f"app={app}")
                 if p.get("status", {}).get("phase") == "Running"
                 and not p["metadata"].get("deletionTimestamp")}
 
@@ -262,33 +262,40 @@ def _tornado_service(lab: Lab, cluster: Cluster) -> None:
                  env={**os.environ, "PODIUM_SERVER": SCHEDULER})
     assert r.returncode == 0, r.stderr
     assert "no selected container declares port 80" in r.stderr, r.stderr
-    wait("3 tornado replicas Running", lambda: sum(
-        p["metadata"]["name"].startswith("tornado-deploy") for p in cluster.items("pods")
-        if p.get("status", {}).get("phase") == "Running") == 3, timeout=300)
+    wait("3 tornado replicas Running", lambda: len(cluster.running_pods("tornado")) == 3,
+         timeout=300)
     manifest.write_text(local_tornado(target_port=8888))
     cluster.podium("apply", "-f", str(manifest))
     service = json.loads(cluster.podium("get", "service", "tornado-svc", "-o", "json"))
     cluster_ip = service["spec"]["clusterIP"]
     node_port = service["spec"]["ports"][0]["nodePort"]
-    names = {p["metadata"]["name"] for p in cluster.items("pods")
-             if p["metadata"]["name"].startswith("tornado-deploy")}
+    names = set(cluster.running_pods("tornado"))
     wait("the load balancer's ingress: every node", lambda: sorted(
         i["ip"] for i in json.loads(cluster.podium("get", "service", "tornado-svc", "-o",
                                                   "json"))["status"]["loadBalancer"]
         .get("ingress", [])) == sorted(node_ip(i) for i in range(3)), timeout=60)
     def ask(guest: Guest) -> str:
-        return guest.run(f"timeout 5 busybox wget -qO- http://{cluster_ip}/").out.strip()
+        """A pod's name through the ClusterIP from ``guest``, or "" (refused until the
+        nodes have the fixed port's endpoints)."""
+        out = guest.run(f"timeout 5 busybox wget -qO- http://{cluster_ip}/").out.strip()
+        return out if out in names else ""
+
+    def ask_node_port(i: int) -> str:
+        """The same through node ``i``'s NodePort, from outside every guest."""
+        got = lab.host(["timeout", "5", "busybox", "wget", "-qO-",
+                        f"http://{node_ip(i)}:{node_port}/"]).stdout.strip()
+        return got if got in names else ""
 
     for guest in (lab["control"], lab["worker-1"], lab["worker-2"]):
-        answer = wait(f"the ClusterIP from {guest.name}", functools.partial(ask, guest),
-                      timeout=60)
-        assert answer in names, answer
+        wait(f"the ClusterIP from {guest.name}", functools.partial(ask, guest), timeout=60)
     for i in range(3):
-        got = lab.host(["timeout", "5", "busybox", "wget", "-qO-",
-                        f"http://{node_ip(i)}:{node_port}/"])
-        assert got.stdout.strip() in names, f"NodePort on {node_name(i)}: {got}"
+        wait(f"the NodePort on {node_name(i)}", functools.partial(ask_node_port, i),
+             timeout=60)
     pod = sorted(names)[0]
     lookup = cluster.podium("exec", pod, "--", "nslookup", "tornado-svc.default.svc.cluster.local")
     assert cluster_ip in lookup, lookup
     by_name = cluster.podium("exec", pod, "--", "wget", "-qO-", "http://tornado-svc/")
     assert by_name.strip() in names, by_name
+    # The agents' "why no traffic" event from the first apply, kept on the Service.
+    events = cluster.podium("describe", "service", "tornado-svc")
+    assert "no selected container declares port 80" in events, events

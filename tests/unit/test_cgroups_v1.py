@@ -245,6 +245,23 @@ def test_create_makes_every_level_in_every_hierarchy(
     assert kernel.writes == []
 
 
+def test_create_fills_a_parent_another_start_made_but_has_not_filled_yet(
+    driver: CgroupV1Driver, kernel: FakeV1Kernel
+) -> None:
+    # Two pods start at once: the other made podium/ a moment ago, its cpuset still
+    # empty; copying that emptiness down would leave this container unable to join.
+    kernel.mkdir(kernel.root / "cpuset" / "podium")
+    driver.cgroup("podium/pod2/c1").create()
+    assert kernel.writes == [
+        ("cpuset/podium/cpuset.cpus", "0-3"),
+        ("cpuset/podium/cpuset.mems", "0"),
+        ("cpuset/podium/pod2/cpuset.cpus", "0-3"),
+        ("cpuset/podium/pod2/cpuset.mems", "0"),
+        ("cpuset/podium/pod2/c1/cpuset.cpus", "0-3"),
+        ("cpuset/podium/pod2/c1/cpuset.mems", "0"),
+    ]
+
+
 # --- apply ---
 
 

@@ -72,36 +72,36 @@ class CgroupV1:
 
     def create(self) -> None:
         for root in self._roots():
-            made = self._make(root)
+            self._make(root)
             if self._hierarchies.get("cpuset") == root:
-                for level in made:
+                # Every level, not only those made here: another container's start may
+                # have made a shared parent a moment ago and not filled it yet (a new
+                # cpuset is empty, and its children would copy the emptiness).
+                for level in common.levels(root, self.path):
                     cpuset.inherit(self._fs, level)
 
-    def _make(self, root: Path) -> list[Path]:
-        """mkdir the cgroup in one hierarchy; returns the directories it made.
+    def _make(self, root: Path) -> None:
+        """mkdir the cgroup in one hierarchy, and its parents if missing.
 
         One mkdir in the usual case, where the parent exists already: this runs for
         every container start, in every hierarchy."""
         leaf = root / self.path
         try:
             self._fs.mkdir(leaf)
-            return [leaf]
+            return
         except FileExistsError:
-            return []
+            return
         except FileNotFoundError:
             pass
         except OSError as e:
             raise CgroupError(str(leaf), f"cannot create: {e.strerror or e}") from None
-        made = []
         for level in common.levels(root, self.path):
             try:
                 self._fs.mkdir(level)
-                made.append(level)
             except FileExistsError:
                 pass
             except OSError as e:
                 raise CgroupError(str(level), f"cannot create: {e.strerror or e}") from None
-        return made
 
     def apply(self, resources: Resources) -> None:
         r = resources

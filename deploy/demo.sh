@@ -20,6 +20,12 @@ up_args=(--data "$work/data" --run-dir "$work/run" --log-dir "$work/log"
          --manifests "$work/manifests")
 if [ -n "${PODIUM_DEMO_NETNS:-}" ]; then up_args+=(--netns "$PODIUM_DEMO_NETNS"); fi
 cleanup() {
+    local status=$?
+    if [ "$status" != 0 ]; then  # show why before the logs go with the directory
+        for log in "$work"/log/*.log; do
+            [ -f "$log" ] && { echo "--- the end of $log:"; tail -n 25 "$log"; } >&2
+        done
+    fi
     "$PODIUM" down --run-dir "$work/run" >/dev/null 2>&1 || true
     rm -rf "$work"
 }

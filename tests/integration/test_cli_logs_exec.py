@@ -30,8 +30,8 @@ from typing import IO
 import pytest
 
 from client.api import Client
-from tests.conftest import need, need_root
-from tests.support.nodes import LocalCluster, wait_for
+from tests.conftest import need
+from tests.support.nodes import LocalCluster, need_cluster_tools, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -115,10 +115,8 @@ class Setup(LocalCluster):
 
 @pytest.fixture
 def setup(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Setup]:
-    need_root()
+    need_cluster_tools()
     need(PODIUM.exists(), f"needs {PODIUM}: pip install -e '.[dev]'")
-    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
-    need(shutil.which("nsenter") is not None, "needs nsenter (util-linux)")
     s = Setup(tmp_dir, busybox_rootfs, cgroup_parent)
     try:
         yield s

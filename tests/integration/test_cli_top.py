@@ -5,7 +5,6 @@ is killed and ``top`` names the node it cannot reach."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 
 from client.api import Client
 from client.cli import main
-from tests.conftest import need, need_root
-from tests.support.nodes import LocalCluster, wait_for
+from tests.support.nodes import LocalCluster, need_cluster_tools, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -48,9 +46,7 @@ class Setup(LocalCluster):
 
 @pytest.fixture
 def setup(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Setup]:
-    need_root()
-    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
-    need(shutil.which("nsenter") is not None, "needs nsenter (util-linux)")
+    need_cluster_tools()
     s = Setup(tmp_dir, busybox_rootfs, cgroup_parent)
     try:
         yield s

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import need, need_root
 from tests.support.examples import tornado
-from tests.support.nodes import LocalCluster, wait_for
+from tests.support.nodes import LocalCluster, need_cluster_tools, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -66,9 +65,7 @@ class Setup(LocalCluster):
 
 @pytest.fixture
 def setup(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Setup]:
-    need_root()
-    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
-    need(shutil.which("nsenter") is not None, "needs nsenter (util-linux)")
+    need_cluster_tools()
     s = Setup(tmp_dir, busybox_rootfs, cgroup_parent)
     try:
         yield s

@@ -12,7 +12,6 @@ and the agents carry on without restarting a container.
 
 from __future__ import annotations
 
-import shutil
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -29,8 +28,7 @@ from proto.podium.v1 import (
 )
 from runtime.state import Status
 from scheduler.objects import wrap
-from tests.conftest import need, need_root
-from tests.support.nodes import AgentNode, LocalCluster, wait_for
+from tests.support.nodes import AgentNode, LocalCluster, need_cluster_tools, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -55,9 +53,7 @@ class Cluster(LocalCluster):
 
 @pytest.fixture
 def cluster(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Cluster]:
-    need_root()
-    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
-    need(shutil.which("nsenter") is not None, "needs nsenter (util-linux)")
+    need_cluster_tools()
     c = Cluster(tmp_dir, busybox_rootfs, cgroup_parent)
     try:
         yield c

@@ -19,7 +19,6 @@ builds on the cluster the previous one left:
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -32,8 +31,7 @@ import pytest
 
 from proto.kube import load_objects
 from proto.podium.v1 import agent_pb2, cluster_pb2, pod_pb2
-from tests.conftest import need, need_root
-from tests.support.nodes import LocalCluster, wait_for
+from tests.support.nodes import LocalCluster, need_cluster_tools, wait_for
 from tests.support.wire import OUTSIDE, Wire
 
 pytestmark = pytest.mark.root
@@ -175,9 +173,7 @@ class Cluster(LocalCluster):
 
 @pytest.fixture
 def cluster(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Cluster]:
-    need_root()
-    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
-    need(shutil.which("nsenter") is not None, "needs nsenter (util-linux)")
+    need_cluster_tools()
     c = Cluster(tmp_dir, busybox_rootfs, cgroup_parent)
     try:
         yield c

@@ -199,3 +199,14 @@ class LocalCluster:
         self.scheduler.kill()
         if self.wire is not None:
             self.wire.close()
+
+
+def need_cluster_tools() -> None:
+    """Root, nft and nsenter, or a skip (a failure under PODIUM_REQUIRE_ALL)."""
+    import shutil
+
+    from tests.conftest import need, need_root
+
+    need_root()
+    need(shutil.which("nft") is not None, "needs nft (apt-get install nftables)")
+    need(shutil.which("nsenter") is not None, "needs nsenter (util-linux)")

@@ -59,6 +59,12 @@ class NetworkConfig(NamedTuple):
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
+def gateway_of(pod_cidr: IPv4Network) -> IPv4Address:
+    """The bridge's address: the pod CIDR's first host, the pods' default gateway and
+    the node itself on the pod network."""
+    return pod_cidr.network_address + 1
+
+
 def check_config(config: NetworkConfig) -> None:
     """Reject settings the kernel or nft would refuse later, naming the setting."""
     if config.pod_cidr.prefixlen > 30:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AddressExhaustedError, NetworkError
-from agent.network.config import check_pod_uid
+from agent.network.config import check_pod_uid, gateway_of
 
 _FORMAT_VERSION = 1
 
@@ -33,7 +33,7 @@ class HostLocalIPAM:
         if cidr.prefixlen > 30:
             raise NetworkError(f"pod CIDR {cidr}: too small, needs at least a /30")
         self.network = cidr
-        self.gateway = IPv4Interface(f"{cidr.network_address + 1}/{cidr.prefixlen}")
+        self.gateway = IPv4Interface(f"{gateway_of(cidr)}/{cidr.prefixlen}")
         stem = f"ipam-{cidr.network_address}_{cidr.prefixlen}"
         self.path = state_dir / f"{stem}.json"
         self._lock_path = state_dir / f"{stem}.lock"

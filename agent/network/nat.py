@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.errors import NetworkError, PortConflictError
+from agent.network.config import gateway_of
 from agent.network.nft import run_nft
 
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -96,7 +97,12 @@ class NatTable:
             f"add rule {t} prerouting fib daddr type local jump hostports\n"
             f"add rule {t} output fib daddr type local jump hostports\n"
             f"add rule {t} postrouting ip saddr {cidr} ip daddr != {inside} masquerade\n"
-            f"add rule {t} postrouting ct status dnat ip saddr {cidr} ip daddr {cidr} masquerade\n"
+            # A pod reaching a pod of this bridge through a DNAT: masqueraded, else the
+            # reply would go straight back past the DNAT. Not the node itself (the
+            # bridge's address): replies to it always come back through it, and a
+            # needless SNAT of every node-to-Service connection costs a port search.
+            f"add rule {t} postrouting ct status dnat ip saddr {cidr} "
+            f"ip saddr != {gateway_of(cidr)} ip daddr {cidr} masquerade\n"
         )
 
     def exists(self) -> bool:

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from typing import NamedTuple
 
+from agent.network.config import gateway_of
 from agent.services.catalog import Catalog
 from proto.podium.v1 import service_pb2
 
@@ -277,7 +278,11 @@ def render(rules: Iterable[PortRule], settings: ProxySettings) -> Ruleset:
         for i, (ep_chain, target) in enumerate(zip(eps, r.endpoints, strict=True)):
             chains.append(ep_chain)
             same_bridge = settings.pod_cidr is not None and target.ip in settings.pod_cidr
-            clients = settings.pod_cidr if same_bridge else target.ip
+            if settings.pod_cidr is not None and same_bridge:
+                # Not the node itself (the bridge's address): replies come back to it.
+                clients = f"{settings.pod_cidr} ip saddr != {gateway_of(settings.pod_cidr)}"
+            else:
+                clients = str(target.ip)
             rule(ep_chain, f"ip saddr {clients} meta mark set meta mark | {mark}")
             if r.affinity is not None:
                 rule(ep_chain, f"update @{affs[i]} {{ ip saddr }}")

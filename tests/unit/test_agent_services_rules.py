@@ -168,9 +168,10 @@ def test_render_spreads_a_cluster_ip_over_every_ready_endpoint() -> None:
         f"ip daddr . meta l4proto . th dport vmap {{ 10.96.0.20 . tcp . 80 : goto {svc} }}"]
     assert chain_rules(lines, svc) == [
         f"numgen random mod 3 vmap {{ 0 : goto {eps[0]}, 1 : goto {eps[1]}, 2 : goto {eps[2]} }}"]
-    # The endpoint on this node's bridge: its neighbours' connections are masqueraded.
+    # The endpoint on this node's bridge: its neighbours' connections are masqueraded,
+    # not the node's own (the bridge's address), whose replies come back to it anyway.
     assert chain_rules(lines, eps[0]) == [
-        "ip saddr 10.88.1.0/24 meta mark set meta mark | 0x4000",
+        "ip saddr 10.88.1.0/24 ip saddr != 10.88.1.1 meta mark set meta mark | 0x4000",
         "meta l4proto tcp dnat ip to 10.88.1.5:8080"]
     # One on another node: only a pod reaching itself would need it (never, here).
     assert chain_rules(lines, eps[1]) == [

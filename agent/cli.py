@@ -26,6 +26,7 @@ from agent.daemon import (
     Agent,
     AgentConfig,
 )
+from agent.network.config import DEFAULT_CLUSTER_DOMAIN
 
 DEFAULT_BRIDGE = "podium0"
 
@@ -60,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dns-port", type=int, default=53, metavar="PORT",
                    help="the node's cluster DNS server port on the bridge address "
                         "(default 53; pods reach it as 10.96.0.10:53 either way)")
-    p.add_argument("--cluster-domain", default="cluster.local", metavar="DOMAIN")
+    p.add_argument("--cluster-domain", default=DEFAULT_CLUSTER_DOMAIN, metavar="DOMAIN")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p

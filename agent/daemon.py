@@ -34,6 +34,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from agent.network.config import DEFAULT_CLUSTER_DOMAIN
 from agent.podloop import PodLoop, run_in_thread
 from agent.recovery import plan_recovery, pod_uid_of, pod_uids_on_disk, remove_leftover
 
@@ -87,7 +88,7 @@ class AgentConfig(NamedTuple):
     # point ClusterFirst pods at it. False: pods get the node's resolvers.
     cluster_dns: bool = True
     dns_port: int = 53
-    cluster_domain: str = "cluster.local"
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 class Agent:

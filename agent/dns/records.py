@@ -34,9 +34,10 @@ import dns.rdatatype
 import dns.rdtypes.IN.SRV
 import dns.rrset
 
+from agent.network.config import DEFAULT_CLUSTER_DOMAIN
 from proto.podium.v1 import service_pb2
 
-DEFAULT_DOMAIN = "cluster.local"
+DEFAULT_DOMAIN = DEFAULT_CLUSTER_DOMAIN
 TTL = 5  # seconds: short, so a pod sees a Service's new endpoints quickly
 HEADLESS = "None"  # a Service's clusterIP for "no virtual address, the pods' own"
 # The SOA's timers matter little (nothing transfers the zone); its minimum is the

@@ -16,9 +16,6 @@ from agent.errors import NetworkError
 
 DEFAULT_POD_NETWORK = IPv4Network("10.88.0.0/16")  # the cluster's; each node gets a /24
 DEFAULT_SERVICE_NETWORK = IPv4Network("10.96.0.0/16")  # ClusterIPs
-# Pods' nameserver: each node answers it itself (DNAT to the DNS server on its
-# bridge address), so name lookups never cross nodes.
-DEFAULT_CLUSTER_DNS = IPv4Address("10.96.0.10")
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_BRIDGE = "podium0"
 DEFAULT_NFT_TABLE = "podium"

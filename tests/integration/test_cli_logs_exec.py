@@ -117,11 +117,8 @@ class Setup(LocalCluster):
 def setup(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Setup]:
     need_cluster_tools()
     need(PODIUM.exists(), f"needs {PODIUM}: pip install -e '.[dev]'")
-    s = Setup(tmp_dir, busybox_rootfs, cgroup_parent)
-    try:
+    with Setup(tmp_dir, busybox_rootfs, cgroup_parent) as s:
         yield s
-    finally:
-        s.close()
 
 
 class Lines:

@@ -47,11 +47,8 @@ class Setup(LocalCluster):
 @pytest.fixture
 def setup(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Setup]:
     need_cluster_tools()
-    s = Setup(tmp_dir, busybox_rootfs, cgroup_parent)
-    try:
+    with Setup(tmp_dir, busybox_rootfs, cgroup_parent) as s:
         yield s
-    finally:
-        s.close()
 
 
 def run(capsys: pytest.CaptureFixture[str], server: str, *argv: str) -> tuple[int, str, str]:

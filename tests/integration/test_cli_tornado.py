@@ -66,11 +66,8 @@ class Setup(LocalCluster):
 @pytest.fixture
 def setup(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Setup]:
     need_cluster_tools()
-    s = Setup(tmp_dir, busybox_rootfs, cgroup_parent)
-    try:
+    with Setup(tmp_dir, busybox_rootfs, cgroup_parent) as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_the_tornado_example_through_the_cli(setup: Setup, tmp_dir: Path) -> None:

@@ -174,11 +174,8 @@ class Cluster(LocalCluster):
 @pytest.fixture
 def cluster(tmp_dir: Path, busybox_rootfs: Path, cgroup_parent: str) -> Iterator[Cluster]:
     need_cluster_tools()
-    c = Cluster(tmp_dir, busybox_rootfs, cgroup_parent)
-    try:
+    with Cluster(tmp_dir, busybox_rootfs, cgroup_parent) as c:
         yield c
-    finally:
-        c.close()
 
 
 def _client_output(c: Cluster) -> str:

@@ -28,6 +28,7 @@ from tests.support.wire import Wire
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
+C = TypeVar("C", bound="LocalCluster")
 
 
 def import_busybox(store_dir: Path, rootfs: Path, reference: str) -> None:
@@ -175,6 +176,12 @@ class LocalCluster:
             raise
         self.channel = grpc.insecure_channel(self.scheduler.address)
         self.api = cluster_pb2_grpc.ClusterServiceStub(self.channel)
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(self) -> None:
         for agent in self.agents.values():

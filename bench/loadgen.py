@@ -4,7 +4,8 @@
 
 Reads one JSON command a line on stdin and answers with JSON lines on stdout:
 ``load`` (threads making HTTP/1.0 GETs, one new TCP connection each, to targets
-in turn or at random, for a duration from a common start), ``count`` and ``poll``
+in turn or at random, from a given source address, for a duration from a common
+start; with the namespace's TCP counters and the time per request), ``count`` and ``poll``
 (ask one target until an answer names the wanted pod). Standard library only, so
 it starts fast in the namespace.
 """
@@ -12,6 +13,7 @@ it starts fast in the namespace.
 from __future__ import annotations
 
 import json
+import math
 import random
 import socket
 import sys
@@ -25,10 +27,13 @@ REQUEST_TIMEOUT = 3.0  # seconds; longer is an error
 POLL_THREADS, POLL_PAUSE = 2, 0.002
 
 
-def fetch(addr: tuple[str, int]) -> str:
-    """One GET on a new connection; the body (a pod's name), or an exception."""
+def fetch(addr: tuple[str, int], source: str = "") -> str:
+    """One GET on a new connection (from the ``source`` address when given); the body
+    (a pod's name), or an exception."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(REQUEST_TIMEOUT)
+        if source:
+            s.bind((source, 0))
         s.connect(addr)
         s.sendall(REQUEST)
         chunks = []
@@ -45,17 +50,40 @@ def _error_kind(e: Exception) -> str:
     return type(e).__name__
 
 
+# Counters of this network namespace's TCP stack that say why connections stall:
+# a SYN sent again (a second lost per connection) and resets sent.
+TCP_COUNTERS = {"TcpExt": ("TCPSynRetrans", "TCPTimeouts"), "Tcp": ("OutRsts", "AttemptFails")}
+
+
+def tcp_counters() -> dict[str, int]:
+    """The namespace's ``TCP_COUNTERS`` from /proc/net/netstat and /proc/net/snmp."""
+    found: dict[str, int] = {}
+    for path in ("/proc/net/netstat", "/proc/net/snmp"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=True):
+            group, _, keys = names.partition(": ")
+            wanted = TCP_COUNTERS.get(group, ())
+            for key, value in zip(keys.split(), values.partition(": ")[2].split(), strict=True):
+                if key in wanted:
+                    found[key] = int(value)
+    return found
+
+
 def load(targets: list[tuple[str, int]], threads: int, start_at: float,
-         duration: float, shuffle: bool = False) -> dict[str, Any]:
+         duration: float, shuffle: bool = False, source: str = "") -> dict[str, Any]:
     """``threads`` clients, each cycling over ``targets`` (offset by its index; drawn at
-    random if ``shuffle``), from ``start_at`` (monotonic) for ``duration`` s; only
-    requests completed in time count."""
+    random if ``shuffle``), from ``start_at`` (monotonic) for ``duration`` s, from the
+    ``source`` address if given; only requests completed in time count. With the
+    counts: the namespace's ``TCP_COUNTERS`` over the run, and the time per request."""
     end = start_at + duration
     lock = threading.Lock()
     ok, errors, bodies = [0], Counter[str](), Counter[str]()
+    took: list[float] = []  # seconds per request completed in time
 
     def client(index: int) -> None:
         mine_ok, mine_errors, mine_bodies = 0, Counter[str](), Counter[str]()
+        mine_took: list[float] = []
         k = index
         draw = random.Random()
         while (now := time.monotonic()) < start_at:
@@ -63,28 +91,44 @@ def load(targets: list[tuple[str, int]], threads: int, start_at: float,
         while True:
             addr = draw.choice(targets) if shuffle else targets[k % len(targets)]
             k += 1
+            began = time.monotonic()
             try:
-                body = fetch(addr)
+                body = fetch(addr, source)
             except (OSError, ValueError) as e:
                 if time.monotonic() < end:
                     mine_errors[_error_kind(e)] += 1
             else:
-                if time.monotonic() < end:
+                if (done := time.monotonic()) < end:
                     mine_ok += 1
                     mine_bodies[body] += 1
+                    mine_took.append(done - began)
             if time.monotonic() >= end:
                 break
         with lock:
             ok[0] += mine_ok
             errors.update(mine_errors)
             bodies.update(mine_bodies)
+            took.extend(mine_took)
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    before = tcp_counters()
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    return {"ok": ok[0], "errors": dict(errors), "bodies": dict(bodies)}
+    after = tcp_counters()
+    took.sort()
+    return {"ok": ok[0], "errors": dict(errors), "bodies": dict(bodies),
+            "tcp": {k: after[k] - before[k] for k in after},
+            "took_ms": {"p50": _rank(took, 0.5), "p99": _rank(took, 0.99),
+                        "max": _rank(took, 1.0)}}
+
+
+def _rank(ordered: list[float], q: float) -> float | None:
+    """Nearest-rank quantile of sorted seconds, in ms."""
+    if not ordered:
+        return None
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 2)
 
 
 def poll(target: tuple[str, int], want: str, timeout: float, out: IO[str]) -> None:
@@ -127,7 +171,8 @@ def worker_main() -> int:
         if cmd["op"] == "load":
             targets = [(str(ip), int(port)) for ip, port in cmd["targets"]]
             answer = load(targets, int(cmd["threads"]), float(cmd["start_at"]),
-                          float(cmd["duration"]), bool(cmd.get("shuffle")))
+                          float(cmd["duration"]), bool(cmd.get("shuffle")),
+                          str(cmd.get("source", "")))
             print(json.dumps(answer), flush=True)
         elif cmd["op"] == "count":
             addr = (str(cmd["target"][0]), int(cmd["target"][1]))

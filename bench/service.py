@@ -30,7 +30,20 @@ the same client each time:
 
 Each round runs the four ways for ``--duration`` seconds each, in an order rotated
 every round, after one untimed second of each; figures are medians over the rounds.
-Only requests completed inside the window count. A request that fails (refused,
+Only requests completed inside the window count.
+
+Each way connects from an address of its own, extra addresses of the first node on
+the wire. The servers close first, so every pod keeps ~60 s of TIME_WAIT sockets,
+one per client address and port, and the client reuses its ports within seconds. A
+TIME_WAIT socket takes a new SYN only with a later sequence number or timestamp, and
+Linux derives both from the client's addresses as the client sees them: the
+ClusterIP for ``svc``, the pod's IP for the others. Ways sharing an address
+therefore met each other's TIME_WAIT sockets with unrelated numbers, were answered
+with a stale ACK, reset it and sent the SYN again a second later: the ways took
+turns spoiling each other, and the worse the more rounds had run. With one address
+per way they never meet. ``syn_retransmits`` (the load namespace's TCPSynRetrans
+over each way's rounds) shows it, as does ``request_ms`` (medians over the rounds of
+the first load process's p50 and p99 times per request). A request that fails (refused,
 reset, 3 s without an answer, not a 200) is an error: errors are counted per way
 and per round, and a round with any is listed in ``rounds_with_errors``.
 
@@ -178,18 +191,23 @@ class Workers:
         return answer
 
     def run(self, targets: list[tuple[str, int]], threads: int, duration: float,
-            shuffle: bool = False) -> dict[str, Any]:
-        """Every process at once from a common start; the sums."""
+            shuffle: bool, source: str) -> dict[str, Any]:
+        """Every process at once from a common start; the sums, with the namespace's TCP
+        counters and the first process's request times."""
         start_at = time.monotonic() + 0.3
         for i in range(len(self.procs)):
             self.send(i, {"op": "load", "targets": targets, "threads": threads,
-                          "start_at": start_at, "duration": duration, "shuffle": shuffle})
+                          "start_at": start_at, "duration": duration, "shuffle": shuffle,
+                          "source": source})
         total: dict[str, Any] = {"ok": 0, "errors": Counter(), "bodies": Counter()}
         for i in range(len(self.procs)):
             part = self.receive(i)
             total["ok"] += part["ok"]
             total["errors"].update(part["errors"])
             total["bodies"].update(part["bodies"])
+            if i == 0:  # the namespace's counters: every process sees the same
+                total["tcp"] = part["tcp"]
+                total["took_ms"] = part["took_ms"]
         return total
 
     def close(self) -> None:
@@ -281,6 +299,7 @@ class Bench:
         self.wire: Wire | None = None
         self.agents: list[AgentNode] = []
         self.workers: Workers | None = None
+        self.sources: dict[str, str] = {}  # way: the load generator's address for it
         self.watch: FlipWatch | None = None
         self.endpoints_watch: FlipWatch | None = None
         self.channel = grpc.insecure_channel(self.scheduler.address)
@@ -298,6 +317,7 @@ class Bench:
         for i, name in enumerate(NODES[:agents]):
             self.agents.append(AgentNode(self.tmp, name, self.scheduler.address, images,
                                          f"{CGROUP}/{name}", f"pbsbr{i}", self.wire))
+        self.sources = {way: str(self.wire.add_address(self.agents[0].netns)) for way in WAYS}
 
     def logs(self) -> str:
         parts = [f"--- scheduler\n{self.scheduler.output()[-3000:]}"]
@@ -405,22 +425,27 @@ def kill_cgroup_processes() -> list[str]:
 
 
 def throughput(workers: Workers, cluster_ip: str, pods: list[pod_pb2.Pod], direct: pod_pb2.Pod,
-               threads: int, rounds: int, duration: float) -> dict[str, list[dict[str, Any]]]:
+               sources: dict[str, str], threads: int, rounds: int,
+               duration: float) -> dict[str, list[dict[str, Any]]]:
+    """Each way from its own source address (``sources``): see the module's text."""
     targets = {"svc": [(cluster_ip, 80)],
                "direct": [(direct.status.pod_ip, 8080)],
                "direct3": [(p.status.pod_ip, 8080) for p in pods]}
     targets["direct3_random"] = targets["direct3"]
     for way in WAYS:  # warm-up, not counted
-        workers.run(targets[way], threads, 1.0, way == "direct3_random")
+        workers.run(targets[way], threads, 1.0, way == "direct3_random", sources[way])
     results: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
     for r in range(rounds):
         for way in WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]:
-            got = workers.run(targets[way], threads, duration, way == "direct3_random")
+            got = workers.run(targets[way], threads, duration, way == "direct3_random",
+                              sources[way])
             got["rps"] = got["ok"] / duration
             results[way].append(got)
             errors = sum(got["errors"].values())
             print(f"round {r + 1} {way:<14} {got['rps']:6.0f} req/s  errors {errors}"
-                  + (f" {dict(got['errors'])}" if errors else ""), file=sys.stderr)
+                  + (f" {dict(got['errors'])}" if errors else "")
+                  + f"  SYN resent {got['tcp']['TCPSynRetrans']}"
+                  f"  ms p50 {got['took_ms']['p50']} p99 {got['took_ms']['p99']}", file=sys.stderr)
     return results
 
 
@@ -475,8 +500,8 @@ def stat(samples: list[float], p: float) -> float | None:
 
 
 def summary(results: dict[str, list[dict[str, Any]]], updates: dict[str, list[float]],
-            problems: list[str], args: argparse.Namespace,
-            direct: pod_pb2.Pod, loadgen: str) -> dict[str, Any]:
+            problems: list[str], args: argparse.Namespace, direct: pod_pb2.Pod,
+            loadgen: str, sources: dict[str, str]) -> dict[str, Any]:
     rps = {way: [r["rps"] for r in results[way]] for way in WAYS}
     med = {way: statistics.median(rps[way]) for way in WAYS}
     paired = [s / d for s, d in zip(rps["svc"], rps["direct3"], strict=True) if d]
@@ -510,6 +535,12 @@ def summary(results: dict[str, list[dict[str, Any]]], updates: dict[str, list[fl
                              if med["direct3_random"] else None),
         "svc_spread": dict(sorted(spread.items())),
         "errors": {way: sum(sum(r["errors"].values()) for r in results[way]) for way in WAYS},
+        "syn_retransmits": {way: sum(r["tcp"]["TCPSynRetrans"] for r in results[way])
+                            for way in WAYS},
+        "request_ms": {way: {q: stat([r["took_ms"][q] for r in results[way]
+                                      if r["took_ms"][q] is not None], 50)
+                             for q in ("p50", "p99")} for way in WAYS},
+        "client_sources": sources,
         "rounds_with_errors": with_errors,
         "endpoint_update_ms": stat(updates["endpoint_update"], 50),
         "endpoint_update_p90_ms": stat(updates["endpoint_update"], 90),
@@ -533,7 +564,7 @@ def report(figures: dict[str, Any]) -> None:
     print(f"svc / direct3 {figures['svc_ratio']}  (paired {figures['svc_ratio_paired_median']},"
           f" target >= {TARGET_RATIO})   svc / direct3_random {figures['svc_ratio_random']}"
           f"   svc / direct {figures['svc_vs_direct1']}")
-    print(f"errors {figures['errors']}")
+    print(f"errors {figures['errors']}   SYNs sent again {figures['syn_retransmits']}")
     print(f"endpoint update: median {figures['endpoint_update_ms']} ms, "
           f"p90 {figures['endpoint_update_p90_ms']} ms over "
           f"{figures['endpoint_update_samples']} (Ready to Endpoints "
@@ -573,15 +604,15 @@ def main() -> int:
         direct = next((p for p in pods if p.spec.node_name == loadgen), pods[0])
         assert bench.endpoints_watch is not None
         before = len(bench.endpoints_watch.flips)
-        results = throughput(bench.workers, cluster_ip, pods, direct, args.threads,
-                             args.rounds, args.duration)
+        results = throughput(bench.workers, cluster_ip, pods, direct, bench.sources,
+                             args.threads, args.rounds, args.duration)
         # A probe slowed by the load could take a pod out mid-round: say if it did.
         flaps = len(bench.endpoints_watch.flips) - before
         updates, problems = endpoint_updates(bench, cluster_ip, pods, args.updates)
     finally:
         for warning in bench.close():
             print(f"warning: {warning}", file=sys.stderr)
-    figures = summary(results, updates, problems, args, direct, loadgen)
+    figures = summary(results, updates, problems, args, direct, loadgen, bench.sources)
     figures["endpoint_changes_during_load"] = flaps
     report(figures)
     return 0

@@ -10,7 +10,7 @@ which takes the bridge and every veth with it.
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -36,6 +36,7 @@ class Wire:
         self.netns = directory / "wire-netns"
         self.bridge = bridge
         self.plugged: dict[Path, IPv4Interface] = {}
+        self.extra = 0  # addresses handed out by add_address
         create_netns(self.netns)
 
         def make() -> None:
@@ -76,6 +77,20 @@ class Wire:
         run_in_netns(self.netns, wire_side)
         run_in_netns(node_netns, node_side)
         self.plugged[node_netns] = address
+        return address
+
+    def add_address(self, node_netns: Path) -> IPv4Address:
+        """Another address on a plugged node's ``eth0``, as a machine may have several
+        (from the top of ``SUBNET``, one after the other)."""
+        self.extra += 1
+        address = SUBNET[-1 - self.extra]
+
+        def node_side() -> None:
+            with IPRoute() as ipr:
+                ipr.addr("add", index=_index(ipr, NODE_IFNAME), address=str(address),
+                         prefixlen=SUBNET.prefixlen)
+
+        run_in_netns(node_netns, node_side)
         return address
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """Node lifecycle: nodes that stop heart-beating become NotReady, then lose
 their pods.
 
-Every `interval` seconds `plan_nodes` looks at each node's silence (seconds
-since its lease was renewed; see leases.py):
+Every `interval` seconds, and the moment a node's silence (seconds since its
+lease was renewed; see leases.py) passes one of the limits below
+(`next_crossing`), `plan_nodes` looks at each node's silence:
 
 - silent longer than node_grace: every condition, Ready included, becomes
   "Unknown" (reason NodeStatusUnknown), event NodeNotReady;
@@ -39,6 +40,8 @@ UNKNOWN_MESSAGE = "agent stopped posting node status."
 READY_MESSAGE = "agent is posting ready status"
 # The key the controller's periodic pass is queued under.
 TICK = Key("Node", "", "")
+# How far past a limit the pass comes (the limits are "longer than").
+PAST = 0.001
 
 
 def _ready(node: node_pb2.Node) -> node_pb2.NodeCondition | None:
@@ -136,6 +139,13 @@ def plan_nodes(nodes: Sequence[node_pb2.Node], pods: Sequence[pod_pb2.Pod],
     return actions
 
 
+def next_crossing(silence: Mapping[str, float], limits: Sequence[float]) -> float | None:
+    """Seconds until the first node's silence passes one of ``limits``; None if every
+    node is past them all. A node that heartbeats meanwhile only makes the pass early."""
+    waits = [limit - quiet for quiet in silence.values() for limit in limits if limit >= quiet]
+    return min(waits) if waits else None
+
+
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
     kinds = ("Node", "Pod")
@@ -164,9 +174,14 @@ class NodeLifecycleController(Controller):
         silence = {n.metadata.name: self.leases.silence(n.metadata.name) for n in nodes}
         actions = plan_nodes(nodes, pods, silence, self.node_grace, self.eviction_timeout,
                              self.wall())
+        # Look again next interval, or just after a limit is passed: a dead node's pods
+        # go at grace + timeout from its last heartbeat, not up to an interval later.
+        crossing = next_crossing(silence, (self.node_grace,
+                                           self.node_grace + self.eviction_timeout))
+        again = self.interval if crossing is None else min(self.interval, crossing + PAST)
         try:
             apply(self.cluster, self.informer, actions)
         finally:
-            # Whatever happened, look again next interval.
-            self.queue.add(TICK, self.interval)
-        return self.interval
+            # Whatever happened.
+            self.queue.add(TICK, again)
+        return again

@@ -18,7 +18,7 @@ from scheduler.controllers import (
     plan_nodes,
 )
 from scheduler.controllers.base import Controller
-from scheduler.controllers.nodelifecycle import UNKNOWN_MESSAGE
+from scheduler.controllers.nodelifecycle import TICK, UNKNOWN_MESSAGE, next_crossing
 from scheduler.controllers.pods import is_active, owner_reference
 from scheduler.objects import Key, key_of, meta, wrap
 from tests.unit.test_scheduler_controllers_fake import FakeCluster, make_pod
@@ -161,6 +161,30 @@ def test_a_node_never_heard_from_gets_a_grace_period_from_startup() -> None:
     assert conditions(w.cluster, "n3")["Ready"][0] == "True"
     w.tick(1, renew=("n1", "n2"))
     assert conditions(w.cluster, "n3")["Ready"][0] == "Unknown"
+
+
+def test_next_crossing_is_the_nearest_limit_ahead() -> None:
+    assert next_crossing({"n1": 4.25, "n2": 0.5}, (5.0, 10.0)) == 0.75
+    assert next_crossing({"n1": 7.0}, (5.0, 10.0)) == 3.0
+    assert next_crossing({"n1": 12.0}, (5.0, 10.0)) is None
+    assert next_crossing({}, (5.0, 10.0)) is None
+
+
+def test_the_pass_comes_just_after_a_node_passes_a_limit() -> None:
+    """Not up to an interval late: a dead node's pods go at grace + timeout."""
+    w = NodeWorld()
+    w.cluster.create(make_pod("p", node="n1"))
+    w.nodes.step()  # the informer has the nodes and the pod
+    w.clock.now += 4.9
+    w.leases.renew("n2")
+    assert abs(w.nodes.reconcile(TICK) - 0.101) < 1e-9  # n1 is 0.1 s from its grace
+    w.clock.now += 5.05
+    w.leases.renew("n2")
+    assert abs(w.nodes.reconcile(TICK) - 0.051) < 1e-9  # and 0.05 s from eviction
+    w.clock.now += 0.051
+    w.nodes.step()  # the pass due now evicts, rather than at the next interval
+    assert "Evicted" in w.cluster.reasons()
+    assert w.nodes.reconcile(TICK) == w.nodes.interval  # n2 is far from its limits
 
 
 def test_leases_forget_deleted_nodes() -> None:

@@ -11,10 +11,15 @@ all state under a temporary directory, cgroups under podium-bench-cluster).
    pod, timestamped when acknowledged); a watch records when each is first
    Running. p50/p99 of Create → Running. For scale: Kubernetes' SLO is 5 s at
    p99; the target here is p99 under 1 s.
-2. Failover: a 6-replica Deployment runs 2-2-2; one agent is killed with
-   SIGKILL (its node stops heart-beating, as a dead VM would); the figure is
-   the seconds until 6 pods are Running again with none on the dead node.
-   Kubernetes' defaults take about 6 minutes; the target is under 10 s.
+2. Failover, ``--failovers`` times (default 5): a fresh 6-replica Deployment
+   runs 2-2-2; one agent (they take turns) is killed with SIGKILL (its node stops
+   heart-beating, as a dead VM would); the figure is the seconds until 6 pods are
+   Running again with none on the dead node, as seen on a Watch of the pods; also
+   the part until the last of the dead node's pods was evicted (its DELETED event).
+   The agent then comes back and stops its stale containers. Medians over the
+   trials. The kill lands anywhere in the agents' 1 s heartbeat period, so the
+   eviction comes 9 to 10 s after it (5 s grace + 5 s timeout from the last
+   heartbeat). Kubernetes' defaults take about 6 minutes; the target is under 10 s.
 
 Prints a table, then one JSON line.
 """
@@ -23,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -46,6 +53,7 @@ from tests.support.nodes import (  # noqa: E402
 
 IMAGE = "podium-bench/busybox:cluster"
 CGROUP = "podium-bench-cluster"
+REPLICAS = 6
 
 
 def pod(name: str) -> pod_pb2.Pod:
@@ -88,42 +96,117 @@ def start_latency(api: cluster_pb2_grpc.ClusterServiceStub, n: int) -> list[floa
         created[name] = time.monotonic()
     if not done.wait(120):
         raise SystemExit(f"only {len(running)}/{n} pods Running after 120 s")
-    call.cancel()
+    call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
     for name in created:
         api.Delete(cluster_pb2.DeleteRequest(kind="Pod", name=name), timeout=10)
     return [running[name] - created[name] for name in created]
 
 
-def failover(api: cluster_pb2_grpc.ClusterServiceStub, agents: dict[str, AgentNode]) -> float:
+class DeploymentWatch:
+    """A Watch of one Deployment's pods: their node, phase and deletion, and when each
+    pod left, kept as events arrive."""
+
+    def __init__(self, api: cluster_pb2_grpc.ClusterServiceStub, app: str) -> None:
+        self.pods: dict[str, pod_pb2.Pod] = {}
+        self.gone: dict[str, float] = {}  # pod: the arrival of its DELETED event
+        self.changed = threading.Condition()
+        self.call = api.Watch(cluster_pb2.WatchRequest(kind="Pod", label_selector=f"app={app}"))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.call:
+                arrived = time.monotonic()
+                p = event.object.pod
+                with self.changed:
+                    if event.type == cluster_pb2.WatchEvent.DELETED:
+                        self.pods.pop(p.metadata.name, None)
+                        self.gone[p.metadata.name] = arrived
+                    elif event.type in (cluster_pb2.WatchEvent.ADDED,
+                                        cluster_pb2.WatchEvent.MODIFIED):
+                        self.pods[p.metadata.name] = p
+                    self.changed.notify_all()
+        except grpc.RpcError:
+            pass  # cancelled at the end
+
+    def running_off(self, node: str) -> int:
+        """Pods Running, not being deleted, on nodes other than ``node``."""
+        return sum(1 for p in self.pods.values() if p.status.phase == "Running"
+                   and p.spec.node_name != node and not p.metadata.HasField("deletion_timestamp"))
+
+    def wait(self, what: str, done: Callable[[], bool], timeout: float) -> float:
+        """Waits until ``done()`` (called under the lock); the monotonic time it held."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SystemExit(f"failover: {what} not seen after {timeout:.0f} s")
+                self.changed.wait(min(left, 0.2))
+            return time.monotonic()
+
+    def close(self) -> None:
+        self.call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
+        self.thread.join(timeout=5)
+
+
+def web(name: str) -> apps_pb2.Deployment:
     d = apps_pb2.Deployment()
-    d.metadata.name = "bench-web"
-    d.spec.replicas = 6
-    d.spec.selector.match_labels["app"] = "bench-web"
-    d.spec.template.metadata.labels["app"] = "bench-web"
+    d.metadata.name = name
+    d.spec.replicas = REPLICAS
+    d.spec.selector.match_labels["app"] = name
+    d.spec.template.metadata.labels["app"] = name
     d.spec.template.spec.termination_grace_period_seconds = 1
     d.spec.template.spec.containers.add(name="main", image=IMAGE,
                                         image_pull_policy="IfNotPresent",
                                         command=["sleep", "3600"])
-    api.Apply(cluster_pb2.ApplyRequest(object=wrap(d)), timeout=10)
+    return d
 
-    def running() -> list[pod_pb2.Pod]:
-        items = api.List(cluster_pb2.ListRequest(kind="Pod", label_selector="app=bench-web"),
-                         timeout=10).items
-        return [i.pod for i in items if i.pod.status.phase == "Running"
-                and not i.pod.metadata.HasField("deletion_timestamp")]
 
-    wait_for("6 Running replicas", lambda: len(running()) == 6, 120)
-    victim = next(iter(agents.values()))
-    victim.kill()
-    died = time.monotonic()
-    wait_for("the replicas Running elsewhere", lambda: len(running()) == 6 and all(
-        p.spec.node_name != victim.name for p in running()), 120)
-    return time.monotonic() - died
+def ready_nodes(api: cluster_pb2_grpc.ClusterServiceStub) -> int:
+    nodes = api.List(cluster_pb2.ListRequest(kind="Node"), timeout=5).items
+    return sum(any(c.type == "Ready" and c.status == "True" for c in n.node.status.conditions)
+               for n in nodes)
+
+
+def failover(api: cluster_pb2_grpc.ClusterServiceStub, agents: dict[str, AgentNode],
+             trial: int) -> tuple[float, float]:
+    """One trial: a fresh Deployment spread over the three nodes, one agent killed
+    (they take turns); seconds from the kill to the last of its pods evicted (the
+    arrival of the DELETED event), and to every replica Running elsewhere. The agent
+    then comes back (stopping its stale containers) and the Deployment is deleted."""
+    name = f"bench-web-{trial}"
+    victim = list(agents.values())[trial % len(agents)]
+    watch = DeploymentWatch(api, name)
+    try:
+        api.Apply(cluster_pb2.ApplyRequest(object=wrap(web(name))), timeout=10)
+        watch.wait(f"{REPLICAS} Running replicas", lambda: watch.running_off("") == REPLICAS
+                   and any(p.spec.node_name == victim.name for p in watch.pods.values()), 120)
+        on_victim = {n for n, p in watch.pods.items() if p.spec.node_name == victim.name}
+        victim.kill()
+        died = time.monotonic()
+        watch.wait(f"{victim.name}'s pods evicted", lambda: on_victim <= set(watch.gone), 60)
+        replaced = watch.wait("the replicas Running elsewhere",
+                              lambda: watch.running_off(victim.name) == REPLICAS, 60)
+        evicted = max(watch.gone[n] for n in on_victim)
+    finally:
+        watch.close()
+    victim.start()
+    wait_for(f"{victim.name} Ready again", lambda: ready_nodes(api) == len(agents), 60)
+    api.Delete(cluster_pb2.DeleteRequest(kind="Deployment", name=name), timeout=10)
+    wait_for(f"{name}'s pods gone", lambda: not api.List(cluster_pb2.ListRequest(
+        kind="Pod", label_selector=f"app={name}"), timeout=5).items, 120)
+    print(f"failover {trial + 1}: {victim.name} killed; {len(on_victim)} pods evicted after "
+          f"{evicted - died:.2f} s, Running elsewhere after {replaced - died:.2f} s",
+          file=sys.stderr)
+    return evicted - died, replaced - died
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--failovers", type=int, default=5, help="node deaths, one at a time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="podium-bench-cluster-") as tmp_name:
         tmp = Path(tmp_name)
@@ -147,7 +230,7 @@ def main() -> int:
             latencies = start_latency(api, args.pods)
             wait_for("the start pods gone", lambda: not api.List(cluster_pb2.ListRequest(
                 kind="Pod", label_selector="bench=start"), timeout=5).items, 120)
-            failover_s = failover(api, agents)
+            trials = [failover(api, agents, t) for t in range(args.failovers)]
         finally:
             channel.close()
             for agent in agents.values():
@@ -156,12 +239,22 @@ def main() -> int:
             remove_cgroup_dirs(CGROUP)
     p50 = percentile(latencies, 0.5) * 1000
     p99 = percentile(latencies, 0.99) * 1000
-    print(f"{'pods':>6} {'p50 ms':>8} {'p99 ms':>8} {'failover s':>11}")
-    print(f"{args.pods:>6} {p50:>8.0f} {p99:>8.0f} {failover_s:>11.1f}")
+    failover_s = statistics.median(t[1] for t in trials)
+    eviction_s = statistics.median(t[0] for t in trials)
+    replace_s = statistics.median(t[1] - t[0] for t in trials)
+    print(f"{'pods':>6} {'p50 ms':>8} {'p99 ms':>8} {'failover s':>11} {'max s':>6}")
+    print(f"{args.pods:>6} {p50:>8.0f} {p99:>8.0f} {failover_s:>11.2f} "
+          f"{max(t[1] for t in trials):>6.2f}")
     print(json.dumps({"bench": "cluster", "pods": args.pods, "nodes": 3,
                       "e2e_start_p50_ms": round(p50, 1), "e2e_start_p99_ms": round(p99, 1),
-                      "failover_s": round(failover_s, 2), "node_grace_s": 5,
-                      "eviction_timeout_s": 5, "target_p99_ms": 1000, "target_failover_s": 10}))
+                      "failover_s": round(failover_s, 2),
+                      "failover_all_s": [round(t[1], 2) for t in trials],
+                      "failover_eviction_s": round(eviction_s, 2),
+                      "failover_replace_s": round(replace_s, 2),
+                      "node_grace_s": 5, "eviction_timeout_s": 5, "heartbeat_s": 1,
+                      "target_p99_ms": 1000, "target_failover_s": 10,
+                      "targets_met": {"e2e_start_p99_ms": p99 < 1000,
+                                      "failover_s": failover_s < 10}}))
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from pathlib import Path
@@ -110,21 +111,35 @@ class RouteSync:
 
     def __init__(self, node_name: str, netns: Path | None = None, *,
                  service_cidr: IPv4Network | None = None, bridge: str | None = None,
-                 protocol: int = ROUTE_PROTOCOL) -> None:
+                 protocol: int = ROUTE_PROTOCOL, reapply_after: float = 20.0) -> None:
         self.node_name = node_name
         self.netns = netns
         self.service_cidr = service_cidr
         self.bridge = bridge
         self.protocol = protocol
+        self.reapply_after = reapply_after
         self._lock = threading.Lock()
         self._reported: set[str] = set()
+        # The last plan applied, what it placed and when; None until then (and after close).
+        self._last: tuple[tuple[Route, ...], list[Route], float] | None = None
 
     def sync(self, nodes: Iterable[node_pb2.Node]) -> list[Route]:
         """Add, replace and remove routes so the table holds exactly the plan for
-        ``nodes`` (what cannot be added is logged and left out); the routes in place."""
+        ``nodes`` (what cannot be added is logged and left out); the routes in place.
+
+        The catalog calls this for every batch of changes, and nodes change at every
+        status report: the same plan as the last one is not applied again (no netlink
+        dump) until ``reapply_after`` seconds have passed, which repairs routes someone
+        else changed."""
         the_plan = plan_routes(self.node_name, nodes, self.service_cidr, self.bridge)
         with self._lock:
+            if self._last is not None:
+                routes, placed, applied = self._last
+                if routes == the_plan.routes and \
+                        time.monotonic() - applied < self.reapply_after:
+                    return list(placed)
             placed, problems = run_in_netns(self.netns, lambda: self._apply(the_plan.routes))
+            self._last = (the_plan.routes, placed, time.monotonic())
             self._report([*the_plan.skipped, *problems])
         return placed
 
@@ -140,6 +155,7 @@ class RouteSync:
         """Remove every route tagged as podium's (idempotent)."""
         with self._lock:
             run_in_netns(self.netns, lambda: self._apply(()))
+            self._last = None
 
     # --- inside (in the node's namespace) -----------------------------------------
 

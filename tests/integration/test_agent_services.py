@@ -358,6 +358,29 @@ def test_routes_follow_nodes_leaving_and_changing(cluster: Cluster,
     assert "10.88.78.0/24" in run(n1.netns, "ip", "route").stdout
 
 
+def test_the_same_plan_is_applied_again_only_after_reapply_after(cluster: Cluster) -> None:
+    """Node objects change at every status report: an unchanged plan costs no netlink
+    dump, and the periodic pass still repairs what someone else changed."""
+    n1, n2, _ = cluster.nodes
+    nodes = [n.message for n in cluster.nodes]
+    assert n1.routes.sync(nodes)
+    run(n1.netns, "ip", "route", "del", "10.88.2.0/24")  # someone else's doing
+
+    assert {str(r.dst) for r in n1.routes.sync(nodes)} == \
+        {"10.88.2.0/24", "10.88.3.0/24", "10.96.0.0/16"}  # the plan's, as last placed
+    assert "10.88.2.0/24" not in run(n1.netns, "ip", "route").stdout  # not looked at
+
+    n1.routes.reapply_after = 0.0  # the time has come
+    n1.routes.sync(nodes)
+    table = {r["dst"]: r for r in json.loads(run(n1.netns, "ip", "-j", "route").stdout)}
+    assert table["10.88.2.0/24"]["gateway"] == str(n2.address)
+
+    n1.routes.reapply_after = 60.0
+    left = n1.routes.sync([n1.message])  # a changed plan goes at once: n2 and n3 left
+    assert {str(r.dst) for r in left} == {"10.96.0.0/16"}
+    assert "10.88.2.0/24" not in run(n1.netns, "ip", "route").stdout
+
+
 # --- Services ------------------------------------------------------------------------
 
 

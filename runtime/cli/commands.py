@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         rt.create(args.id, config, bundle=bundle.resolve(), pid_file=_path(args.pid_file),
                   console_socket=console_socket)
+        args.cool()  # the init is in its cgroup; the container may run for long
         try:
             if listener is not None:
                 master = listener.receive()
@@ -188,6 +189,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     master = -1
     try:
         pid = rt.exec(args.id, process, console_socket=console_socket)
+        args.cool()  # the process is in the container's cgroups
         if listener is not None:
             try:
                 master = listener.receive()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import stat
 import sys as _sys
-import traceback
 from typing import TYPE_CHECKING, NamedTuple
 
 from runtime import channel, hooks
@@ -168,6 +167,8 @@ def report_error(fd: int, error: BaseException) -> None:
         if error.filename and str(error.filename) not in message:
             message = f"{message}: {error.filename}"
     else:
+        import traceback  # only for the unexpected; it costs every command 2 ms to load
+
         message = "".join(traceback.format_exception_only(type(error), error)).strip()
     try:
         channel.send(fd, error=message)

@@ -71,8 +71,12 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def start_latency(api: cluster_pb2_grpc.ClusterServiceStub, n: int) -> list[float]:
+def start_latency(api: cluster_pb2_grpc.ClusterServiceStub,
+                  n: int) -> tuple[list[float], list[float]]:
+    """Per pod, seconds from its Create's acknowledgement to Running, and to its bind
+    to a node (both first seen on a Watch)."""
     running: dict[str, float] = {}
+    bound: dict[str, float] = {}
     done = threading.Event()
     call = api.Watch(cluster_pb2.WatchRequest(kind="Pod", label_selector="bench=start"))
 
@@ -80,6 +84,8 @@ def start_latency(api: cluster_pb2_grpc.ClusterServiceStub, n: int) -> list[floa
         try:
             for event in call:
                 p = event.object.pod
+                if p.spec.node_name and p.metadata.name not in bound:
+                    bound[p.metadata.name] = time.monotonic()
                 if p.status.phase == "Running" and p.metadata.name not in running:
                     running[p.metadata.name] = time.monotonic()
                     if len(running) == n:
@@ -99,7 +105,8 @@ def start_latency(api: cluster_pb2_grpc.ClusterServiceStub, n: int) -> list[floa
     call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leave it untyped
     for name in created:
         api.Delete(cluster_pb2.DeleteRequest(kind="Pod", name=name), timeout=10)
-    return [running[name] - created[name] for name in created]
+    return ([running[name] - created[name] for name in created],
+            [bound[name] - created[name] for name in created])
 
 
 class DeploymentWatch:
@@ -227,7 +234,7 @@ def main() -> int:
                 agent.start()
             wait_for("three nodes", lambda: len(api.List(
                 cluster_pb2.ListRequest(kind="Node"), timeout=5).items) == 3, 60)
-            latencies = start_latency(api, args.pods)
+            latencies, binds = start_latency(api, args.pods)
             wait_for("the start pods gone", lambda: not api.List(cluster_pb2.ListRequest(
                 kind="Pod", label_selector="bench=start"), timeout=5).items, 120)
             trials = [failover(api, agents, t) for t in range(args.failovers)]
@@ -247,6 +254,8 @@ def main() -> int:
           f"{max(t[1] for t in trials):>6.2f}")
     print(json.dumps({"bench": "cluster", "pods": args.pods, "nodes": 3,
                       "e2e_start_p50_ms": round(p50, 1), "e2e_start_p99_ms": round(p99, 1),
+                      "e2e_bound_p50_ms": round(percentile(binds, 0.5) * 1000, 1),
+                      "e2e_bound_p99_ms": round(percentile(binds, 0.99) * 1000, 1),
                       "failover_s": round(failover_s, 2),
                       "failover_all_s": [round(t[1], 2) for t in trials],
                       "failover_eviction_s": round(eviction_s, 2),

@@ -3,18 +3,24 @@
 ``fork()`` in a process that runs threads copies only the calling thread; locks
 other threads held (gRPC's, the allocator's, logging's) stay locked forever in
 the child. So the agent starts a ``ForkServer`` before it starts any thread: a
-single-threaded child that waits on a socket and forks each shim on request.
+single-threaded child that waits on a socket and forks each shim on request. The
+child is a fresh interpreter that imports only the runtime (``ForkServer.start``
+says why: the shims' memory).
 
 Requests and answers are pickled over a private socketpair between a parent and
-the child it forked: both ends are the same program, nobody else holds the socket.
+the child it started: both ends are the same program, nobody else holds the socket.
+A request is one byte saying its kind, then the pickle.
 
 Three kinds of request:
 
-    ShimRequest   start a container under a new shim: the server forks a helper and
-                  answers at once with the read end of a pipe (passed as a file
-                  descriptor); the helper creates and starts the container under
-                  its shim and writes the pickled ``State`` (or the error) into the
-                  pipe. So several containers start at once.
+    ShimRequest   start a container under a new shim: the server forks (twice) the
+                  shim, ``runtime.shim.run_shim``, and answers at once with the read
+                  end of a pipe (passed as a file descriptor); the shim has the
+                  container created and started and writes the pickled ``State`` (or
+                  the error) into the pipe. So several containers start at once.
+                  The server does not even unpickle the request: the less it writes
+                  between two forks, the more pages each shim shares with it and
+                  with the other shims (see ``runtime.shim`` on memory).
     ExecRequest   run a process in a running container and wait for it (a probe):
                   a helper as above, a child subreaper, execs the process, waits at
                   most the timeout (killing it then), reaps it and writes the
@@ -34,22 +40,35 @@ Three kinds of request:
 
 from __future__ import annotations
 
+import _thread
+import gc
 import os
 import pickle
 import select
 import signal
 import socket
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from runtime.errors import RuntimeError_, SetupError
-from runtime.processes import exit_code, reap_children, signal_pid, wait_with_timeout
+from runtime.processes import (
+    exit_code,
+    read_message,
+    reap_children,
+    send_message,
+    signal_pid,
+    wait_with_timeout,
+)
 from runtime.spec.model import ContainerConfig, Process
-from runtime.state import State
+from runtime.state import State, StateStore
+
+if TYPE_CHECKING:
+    from runtime.api import Runtime
+    from runtime.cgroups.base import CgroupDriver
 
 _MAX_MESSAGE = 4 * 1024 * 1024
 _REAP_EVERY = 0.5  # seconds: how often an idle server looks for ended helpers
@@ -57,6 +76,7 @@ _EXEC_MARGIN = 10.0  # seconds past an exec's timeout before its caller stops wa
 _SESSION_SETUP = 30.0  # seconds an attached exec may take to start
 _SHIM_START = 60.0  # seconds a container may take to be created and started
 _KILL = b"kill"
+_SHIM, _EXEC, _SESSION = b"s", b"e", b"i"  # the kind of a request: its first byte
 
 
 class ShimRequest(NamedTuple):
@@ -111,7 +131,7 @@ class ExecSession:
         self._control = control
         self._status: ExitStatus | None = None
         self._closed = False
-        self._lock = threading.Lock()  # kill (any thread) against close
+        self._lock = _thread.allocate_lock()  # kill (any thread) against close
 
     def fileno(self) -> int:
         return self._control.fileno()
@@ -170,40 +190,52 @@ class ExecSession:
 
 
 class ForkServer:
-    def __init__(self, pid: int, sock: socket.socket) -> None:
+    def __init__(self, pid: int, sock: socket.socket,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
         self._sock = sock
-        self._lock = threading.Lock()
+        self._process = process
+        self._lock = _thread.allocate_lock()
 
     @classmethod
     def start(cls) -> ForkServer:
-        """Fork the server. Call this before the caller starts any thread."""
+        """Start the server. Call this before the caller starts any thread.
+
+        The server is a fresh interpreter (``python -c``, the caller's ``sys.path``)
+        that imports only the runtime, not a fork of the caller: every shim is forked
+        from it and shares its pages, and a fork of the agent would carry the agent's
+        modules (gRPC, protobuf) and their at-fork handlers (threading's, logging's),
+        which run in every child and copy each page they touch: about 0.5 MiB more
+        in every shim, for as long as its container runs."""
+        import threading
+
         if threading.active_count() > 1:
             raise SetupError("start the fork server before any thread: "
                              f"{threading.active_count()} threads run already")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(theirs.fileno()), *sys.path],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except OSError as e:
             ours.close()
-            code = 0
-            try:
-                _serve(theirs)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            os._exit(code)
-        theirs.close()
-        return cls(pid, ours)
+            raise SetupError(f"fork server: cannot start {sys.executable}: {e}") from None
+        finally:
+            theirs.close()
+        return cls(process.pid, ours, process)
 
     def spawn_shim(self, request: ShimRequest) -> State:
         """Start the container under a new shim (see ``runtime.shim``); thread-safe, and
-        several may start at once: a helper of the server waits for each."""
+        several may start at once: each caller waits for its own shim's answer."""
         fd = self._ask_for_fd(request, request.container_id)
-        with os.fdopen(fd, "rb") as pipe:
-            outcome = _read_message(pipe.fileno(), _SHIM_START)
+        try:
+            outcome = read_message(fd, _SHIM_START)
+        finally:
+            os.close(fd)
         if not outcome:
             raise SetupError(f"fork server: container {request.container_id}: no answer "
-                             f"from its helper" + (f" after {_SHIM_START:g}s"
-                                                   if outcome is None else ""))
+                             f"from its shim" + (f" after {_SHIM_START:g}s"
+                                                 if outcome is None else ""))
         answer: Any = pickle.loads(outcome)
         if isinstance(answer, RuntimeError_):
             raise answer
@@ -221,8 +253,10 @@ class ForkServer:
         while it runs."""
         request = ExecRequest(runtime_root, cgroup_parent, container_id, process, timeout)
         fd = self._ask_for_fd(request, container_id)
-        with os.fdopen(fd, "rb") as pipe:
-            outcome = _read_message(pipe.fileno(), timeout + _EXEC_MARGIN)
+        try:
+            outcome = read_message(fd, timeout + _EXEC_MARGIN)
+        finally:
+            os.close(fd)
         if outcome is None:
             raise SetupError(f"fork server: exec in {container_id}: no answer after "
                              f"{timeout + _EXEC_MARGIN:g}s")
@@ -235,17 +269,18 @@ class ForkServer:
             raise result
         return result
 
-    def _ask_for_fd(self, request: object, container_id: str) -> int:
+    def _ask_for_fd(self, request: ShimRequest | ExecRequest | SessionRequest,
+                    container_id: str) -> int:
         """Sends a request whose answer carries one descriptor (the helper's end),
         and returns it; an answer without one is the error it reports."""
         with self._lock:
-            self._sock.send(pickle.dumps(request))
+            self._sock.send(_encode(request))
             data, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
         answer: Any = pickle.loads(data)
         if not fds:
             if isinstance(answer, RuntimeError_):
                 raise answer
-            raise SetupError(f"fork server: exec in {container_id}: {answer}")
+            raise SetupError(f"fork server: {container_id}: {answer}")
         return fds[0]
 
     def start_session(self, request: SessionRequest,
@@ -271,10 +306,38 @@ class ForkServer:
     def close(self) -> None:
         """Stop the server; shims it started keep running."""
         self._sock.close()
+        if self._process is not None:
+            self._process.wait()
+            return
         try:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
+
+
+# The server's interpreter: the caller's sys.path, then ``serve`` on the socket.
+_BOOT = ("import sys; sys.path[:] = sys.argv[2:]; "
+         "from runtime.forkserver import serve; serve(int(sys.argv[1]))")
+
+
+def serve(fd: int) -> NoReturn:
+    """The fork server's main (``ForkServer.start`` runs it), on its end of the
+    socketpair; it returns when the caller closes the other end."""
+    code = 0
+    try:
+        # Like the caller's terminal signals: the server ends with its socket, and
+        # a handler (unlike SIG_IGN) does not outlive the exec of a container.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _no_op)
+        _warm()
+        _serve(socket.socket(fileno=fd))
+    except BaseException:  # noqa: BLE001
+        code = 1
+    os._exit(code)
+
+
+def _no_op(signum: int, frame: object) -> None:
+    pass
 
 
 def _serve(sock: socket.socket) -> None:
@@ -287,56 +350,116 @@ def _serve(sock: socket.socket) -> None:
             data = sock.recv(_MAX_MESSAGE)
             if not data:
                 return  # the parent closed its end (or died)
-            request: ShimRequest | ExecRequest | SessionRequest = pickle.loads(data)
+            kind, body = data[:1], data[1:]
+            if kind == _SHIM:
+                _start_shim(sock, body)
+                continue
+            request: ExecRequest | SessionRequest = pickle.loads(body)
             if isinstance(request, ExecRequest):
                 _in_helper(sock, helpers, f"exec in {request.container_id}",
                            partial(_exec_helper, request))
-            elif isinstance(request, SessionRequest):
-                _start_session(sock, request, helpers)
             else:
-                _warm_for_shims()
-                _in_helper(sock, helpers, f"container {request.container_id}",
-                           partial(_spawn, request))
+                _start_session(sock, request, helpers)
     finally:
         for pid in helpers:  # each ends within its request's timeout
             exit_code(pid)
 
 
-_warmed = False
-
-
-def _warm_for_shims() -> None:
-    """Imports, in the server, what creating a container and running its shim need:
-    every helper and shim forked after this shares those pages with the server
-    instead of importing its own copy (several MiB per shim otherwise)."""
-    global _warmed
-    if _warmed:
-        return
+def _warm() -> None:
+    """Imports, in the server, what creating a container, running its shim and
+    exec'ing into it need: every helper and shim forked after this shares those
+    pages with the server instead of importing its own copy."""
     import prctl  # noqa: F401 - imported to be shared
 
+    import runtime.api  # noqa: F401
     import runtime.create  # noqa: F401
+    import runtime.exec  # noqa: F401
     import runtime.init  # noqa: F401
     import runtime.shim  # noqa: F401
     import runtime.start  # noqa: F401
     from runtime.cgroups import detect
 
+    global _driver
     try:
-        detect()  # imports the host's cgroup driver
+        _driver = detect()  # once: every Runtime made here and in the children uses it
     except Exception:  # noqa: BLE001 - the container's create will say what is wrong
         pass
-    _warmed = True
+    # Out of the collector's sight from now on: a collection here would write into
+    # every object's header, and so unshare those pages from every shim forked
+    # before it (each shim then owning a copy).
+    gc.freeze()
 
 
-def _spawn(request: ShimRequest) -> object:
-    from runtime.api import Runtime
-    from runtime.shim import spawn_shim
+def _start_shim(sock: socket.socket, body: bytes) -> None:
+    """Forks the shim of a pickled ``ShimRequest`` (through a middle process that
+    exits at once, so the shim is not the server's child) and hands back the read
+    end of the pipe it reports on."""
+    try:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    except OSError as e:
+        sock.send(pickle.dumps(SetupError(f"shim: pipe: {e}")))
+        return
+    try:
+        middle = os.fork()
+    except OSError as e:
+        os.close(read_end)
+        os.close(write_end)
+        sock.send(pickle.dumps(SetupError(f"shim: fork: {e}")))
+        return
+    if middle == 0:
+        code = 0
+        try:
+            sock.close()
+            os.close(read_end)
+            os.setsid()
+            if os.fork() == 0:
+                _shim_main(body, write_end)
+        except BaseException:  # noqa: BLE001 - the caller sees a pipe closed empty
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    exit_code(middle)  # it only forks and exits
+    try:
+        socket.send_fds(sock, [pickle.dumps(None)], [read_end])
+    finally:
+        os.close(read_end)
+
+
+def _encode(request: ShimRequest | ExecRequest | SessionRequest) -> bytes:
+    if isinstance(request, ShimRequest):
+        # The config pickled apart: the shim hands it on to the child that creates the
+        # container without unpickling it itself (see ``runtime.shim``).
+        # Plain strings for the shim (see ``runtime.shim.ShimJob``); a bad ID fails here.
+        r = request
+        state_dir = str(StateStore(r.runtime_root).dir(r.container_id))
+        return _SHIM + pickle.dumps((
+            str(r.runtime_root), r.cgroup_parent, r.container_id, state_dir,
+            None if r.log_path is None else str(r.log_path), pickle.dumps((r.config, r.bundle))))
+    return (_EXEC if isinstance(request, ExecRequest) else _SESSION) + pickle.dumps(request)
+
+
+def _shim_main(body: bytes, report_fd: int) -> None:
+    """In the shim's process: read the request, then become its shim (never returns)."""
+    from runtime.shim import ShimJob, run_shim
 
     try:
-        rt = Runtime(root=request.runtime_root, cgroup_parent=request.cgroup_parent)
-        return spawn_shim(rt, request.container_id, bundle=request.bundle,
-                          log_path=request.log_path, config=request.config)
+        root, cgroup_parent, container_id, state_dir, log_path, spec = pickle.loads(body)
+        job = ShimJob(partial(_runtime, root, cgroup_parent), container_id, state_dir,
+                      partial(pickle.loads, spec), log_path)
     except BaseException as e:  # noqa: BLE001 - the caller gets every failure
-        return e
+        send_message(report_fd, _picklable(e))
+        os._exit(1)
+    run_shim(job, report_fd)
+
+
+_driver: CgroupDriver | None = None  # the host's, detected by ``_warm``
+
+
+def _runtime(root: str | Path, cgroup_parent: str) -> Runtime:
+    """A Runtime on the driver detected once (detecting reads the mount table)."""
+    from runtime.api import Runtime
+
+    return Runtime(root=Path(root), cgroup_parent=cgroup_parent, cgroup_driver=_driver)
 
 
 def _in_helper(sock: socket.socket, helpers: set[int], what: str,
@@ -361,11 +484,7 @@ def _in_helper(sock: socket.socket, helpers: set[int], what: str,
         try:
             sock.close()
             os.close(read_end)
-            outcome = pickle.dumps(work())
-            # Length first: processes the work forked (a shim) may hold the pipe
-            # open for their whole life, so the reader cannot wait for end of file.
-            with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(len(outcome).to_bytes(8, "big") + outcome)
+            send_message(write_end, pickle.dumps(work()))
         except BaseException:  # noqa: BLE001 - the caller sees a pipe closed empty
             code = 1
         os._exit(code)
@@ -382,12 +501,10 @@ def _exec_helper(request: ExecRequest) -> object:
     exception to raise in the caller."""
     import prctl
 
-    from runtime.api import Runtime
-
     try:
         # The exec'd process is re-parented to us, not to the server or the agent.
         prctl.set_child_subreaper(1)
-        rt = Runtime(root=request.runtime_root, cgroup_parent=request.cgroup_parent)
+        rt = _runtime(request.runtime_root, request.cgroup_parent)
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             pid = rt.exec(request.container_id, request.process._replace(terminal=False),
@@ -492,9 +609,7 @@ def _session_helper(control: socket.socket, request: SessionRequest) -> None:
 def _session_exec(request: SessionRequest) -> tuple[int, list[int]]:
     """Exec the process; its PID and the caller's ends: [master] with a terminal,
     else [stdout, stderr] and the stdin pipe's write end when asked for."""
-    from runtime.api import Runtime
-
-    rt = Runtime(root=request.runtime_root, cgroup_parent=request.cgroup_parent)
+    rt = _runtime(request.runtime_root, request.cgroup_parent)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     theirs: list[int] = []  # the child's ends: ours to close once it holds them
     ours: list[int] = []
@@ -602,22 +717,3 @@ def _reap_ended(helpers: set[int]) -> None:
             done = pid
         if done:
             helpers.discard(pid)
-
-
-def _read_message(fd: int, timeout: float) -> bytes | None:
-    """A helper's length-prefixed answer; b"" if it ended without one, None when the
-    deadline passes first."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    wanted = 8
-    while len(data) < wanted:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b""
-        data += chunk
-        if wanted == 8 and len(data) >= 8:
-            wanted = 8 + int.from_bytes(data[:8], "big")
-    return data[8:wanted]

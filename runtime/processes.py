@@ -84,3 +84,34 @@ def wait_with_timeout(pid: int, timeout: float) -> int:
         if pidfd >= 0:
             os.close(pidfd)
     return exit_code(pid)
+
+
+def send_message(fd: int, data: bytes) -> None:
+    """Write ``data`` to a pipe, its length first: a process the writer forked (a
+    shim) may hold the pipe open for its whole life, so the reader cannot wait for
+    end of file."""
+    data = len(data).to_bytes(8, "big") + data
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def read_message(fd: int, timeout: float | None = None) -> bytes | None:
+    """One ``send_message``; b"" if the writers closed the pipe without one, None when
+    ``timeout`` seconds pass first (None: wait as long as it takes)."""
+    import select
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    data = b""
+    wanted = 8
+    while len(data) < wanted:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        data += chunk
+        if wanted == 8 and len(data) >= 8:
+            wanted = 8 + int.from_bytes(data[:8], "big")
+    return data[8:wanted]

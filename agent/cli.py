@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(config)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        agent.stop_event.set()
+        agent.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -11,7 +11,8 @@
                  and directories, adopt the pods the source still wants (running
                  containers are left running), remove the rest
               4. the gRPC server (``agent.server``)
-    run(stop) the pod loop until ``stop`` is set (``agent.podloop``)
+    run()     the pod loop until ``stop()`` (``agent.podloop``): a step every period,
+              and at once when something happens (``agent.watch``)
     close()   the gRPC server and the fork server; pods and their shims keep running,
               so the next agent re-adopts them
 
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from agent.network.config import DEFAULT_CLUSTER_DOMAIN
 from agent.podloop import PodLoop, run_in_thread
 from agent.recovery import plan_recovery, pod_uid_of, pod_uids_on_disk, remove_leftover
+from agent.watch import Waker
 
 if TYPE_CHECKING:
     import grpc
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from agent.pods import PodWorker, WorkerDeps
     from agent.server import HealthLike
     from agent.services import ClusterCatalog
-    from agent.sources import PodSource
+    from agent.sources import PodSource, StaticManifestSource
     from proto.podium.v1 import node_pb2, pod_pb2, service_pb2
     from runtime.api import Runtime
     from runtime.forkserver import ForkServer
@@ -95,6 +97,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.stop_event = threading.Event()
+        self.waker = Waker()  # wakes the loop before its period is over
         self.forkserver: ForkServer | None = None
         self.server: grpc.Server | None = None
         self.port = 0
@@ -192,11 +195,14 @@ class Agent:
             host_ip=str(self.net.gateway.ip))
         if self.link is not None:  # else the default: events are only logged
             self.deps.recorder = self.link.recorder
-        self.static = StaticManifestSource(c.manifests, poll_interval=c.manifest_poll)
+            self.link.source.notify = self.waker.wake
+        self.static = StaticManifestSource(c.manifests, poll_interval=c.manifest_poll,
+                                           watch=True)
         self.source: PodSource = (self.static if self.link is None
                                   else CombinedSource(self.static, self.link.source))
         self.loop = PodLoop(self.source, self._make_worker, spawn=run_in_thread,
-                            listener=self.link, starters=STARTERS)
+                            listener=self.link, starters=STARTERS, wake=self.waker.wake,
+                            sync_period=c.period)
         from agent.execs import make_exec_service
 
         self.execs = make_exec_service(self.forkserver, self.rt, self.deps.images, self.pods_dir)
@@ -335,7 +341,13 @@ class Agent:
                 self._remove_postponed()
             if self.health is not None:
                 set_health(self.health, True)
-            self.stop_event.wait(self.config.period)
+            watch = self.static.fileno()
+            self.waker.wait(self.config.period, () if watch is None else (watch,))
+
+    def stop(self) -> None:
+        """Make ``run`` return (safe from a signal handler)."""
+        self.stop_event.set()
+        self.waker.wake()
 
     def _listed(self) -> bool:
         """The scheduler's whole list of pods has reached the loop, and no manifest is
@@ -374,6 +386,10 @@ class Agent:
         if self.forkserver is not None:
             self.forkserver.close()
             self.forkserver = None
+        static: StaticManifestSource | None = getattr(self, "static", None)
+        if static is not None:
+            static.close()
+        self.waker.close()
 
 
 def _records(catalog: ClusterCatalog) -> tuple[Mapping[tuple[str, str], service_pb2.Service],

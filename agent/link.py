@@ -107,6 +107,8 @@ class SchedulerPodSource:
         self._deleting: set[str] = set()  # uids whose deletion was handed on
         self._listed: set[str] | None = None  # uids of the list in progress
         self._listed_once = threading.Event()
+        # Called on the watch thread after each event: the agent wakes its loop.
+        self.notify: Callable[[], None] = _nothing
 
     # --- the loop's side ----------------------------------------------------------
 
@@ -142,6 +144,12 @@ class SchedulerPodSource:
         self._listed = set()
 
     def handle(self, event: cluster_pb2.WatchEvent) -> None:
+        try:
+            self._handle(event)
+        finally:
+            self.notify()
+
+    def _handle(self, event: cluster_pb2.WatchEvent) -> None:
         kind = event.type
         if kind == cluster_pb2.WatchEvent.BOOKMARK:
             self._end_list(event.revision)
@@ -203,6 +211,10 @@ class SchedulerPodSource:
     def _put(self, event: PodEvent) -> None:
         with self._lock:
             self._queue.append(event)
+
+
+def _nothing() -> None:
+    pass
 
 
 class SchedulerLink:

@@ -13,6 +13,11 @@ added again while its earlier self is still being removed waits for that to end.
 What the gRPC server reads is ``pods()``: a snapshot (a new dict every step, each
 Pod carrying its status), safe to read from other threads without a lock.
 
+The agent runs a step whenever something happens (``wake``: a first sync finished
+on a starter thread, a manifest changed), not only every period; so with
+``sync_period`` a running pod is synced at most that often, however often the
+loop steps, and a step that comes early only does what is new.
+
 A ``StatusListener`` (the scheduler link) hears of each pod whose status changed,
 on the loop's thread, and of each pod once it is stopped and removed (a REMOVE's
 pod may carry ``metadata.deletion_grace_period_seconds``: that grace period is used).
@@ -73,12 +78,15 @@ class _Entry:
     starting: bool = False  # its first sync runs on a starter thread
     told: pod_pb2.PodStatus | None = None  # the status the listener last heard
     removal: tuple[float | None] | None = None  # a REMOVE (its grace) that came meanwhile
+    next_sync: float = 0.0  # clock time its next sync is due (with a sync period)
+    published: pod_pb2.PodStatus | None = None  # ``status`` as ``_publish_one`` last saw it
 
 
 class PodLoop:
     def __init__(self, source: PodSource, make_worker: MakeWorker,
                  clock: Callable[[], float] = time.monotonic, spawn: Spawn = run_inline,
-                 listener: StatusListener | None = None, starters: int = 0) -> None:
+                 listener: StatusListener | None = None, starters: int = 0,
+                 wake: Callable[[], None] | None = None, sync_period: float = 0.0) -> None:
         self.source = source
         self.listener = listener
         self.make_worker = make_worker
@@ -95,6 +103,8 @@ class PodLoop:
         self._starters = (ThreadPoolExecutor(starters, thread_name_prefix="podium-start")
                           if starters else None)
         self._view: dict[str, pod_pb2.Pod] = {}
+        self._wake = wake  # called when a starter thread has finished a first sync
+        self.sync_period = sync_period
 
     # --- what others read ---------------------------------------------------------
 
@@ -121,6 +131,7 @@ class PodLoop:
         self._start_deferred()
         with self._lock:
             entries = list(self._entries.values())
+        now = self.clock()
         for entry in entries:
             if entry.removal is not None and not entry.starting:
                 self._remove(entry.pod.metadata.uid, entry.removal[0])
@@ -131,6 +142,12 @@ class PodLoop:
                 entry.starting = True
                 self._starters.submit(self._first_sync, entry)
                 continue
+            if entry.worker is not None and not entry.changed and now < entry.next_sync:
+                # Synced lately (by a starter thread, maybe: its status is new then).
+                if entry.status is not entry.published:
+                    self._publish_one(entry)
+                continue
+            entry.next_sync = now + self.sync_period
             self._sync(entry)
             # Each pod's status is shown as soon as it is known, not after the
             # whole batch: a burst of new pods must not wait for the slowest.
@@ -165,9 +182,12 @@ class PodLoop:
     def _first_sync(self, entry: _Entry) -> None:
         """On a starter thread; the loop publishes the status at its next step."""
         try:
+            entry.next_sync = self.clock() + self.sync_period
             self._sync(entry)
         finally:
             entry.starting = False
+            if self._wake is not None:
+                self._wake()  # so its status is published now, not at the next period
 
     # --- decisions ----------------------------------------------------------------
 
@@ -239,6 +259,7 @@ class PodLoop:
             entry.status = status
 
     def _publish_one(self, entry: _Entry) -> None:
+        entry.published = entry.status
         pod = pod_pb2.Pod()
         pod.CopyFrom(entry.pod)
         pod.status.CopyFrom(entry.status)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from agent.watch import DirectoryWatch
 from proto import kube
 from proto.podium.v1 import pod_pb2
 
@@ -123,7 +124,9 @@ class StaticManifestSource:
     """Pods from a directory of manifests, found by polling (stat, then hash).
 
     ``poll()`` scans at most once per ``poll_interval`` seconds of ``clock``
-    (a monotonic clock; tests pass a fake). ``scan()`` scans now.
+    (a monotonic clock; tests pass a fake), and at once when the directory changed
+    if ``watch`` (inotify: ``fileno()`` is readable then, for the agent's loop to
+    wait on). ``scan()`` scans now.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class StaticManifestSource:
         directory: str | os.PathLike[str],
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        watch: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.poll_interval = poll_interval
@@ -138,19 +142,54 @@ class StaticManifestSource:
         self._next_scan: float | None = None
         self._files: dict[str, _File] = {}
         self._missing_reported = False
+        self._watching = watch
+        self._watch: DirectoryWatch | None = None
+        self._watched_ino = 0  # the directory's inode when the watch was added
 
     def poll(self) -> list[PodEvent]:
         now = self._clock()
-        if self._next_scan is not None and now < self._next_scan:
+        changed = self._watch is not None and self._watch.changed()
+        if not changed and self._next_scan is not None and now < self._next_scan:
             return []
         self._next_scan = now + self.poll_interval
         return self.scan()
+
+    def fileno(self) -> int | None:
+        """The inotify descriptor, readable when the directory changed; None without."""
+        return None if self._watch is None else self._watch.fileno()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def _start_watching(self) -> None:
+        """Watch the directory once it exists (a watch is dropped with its directory:
+        inotify reports that as a change, and the scan that follows finds out)."""
+        if self._watch is not None and self._watch_alive():
+            return
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        try:
+            self._watch = DirectoryWatch(self.directory)
+            self._watched_ino = os.stat(self.directory).st_ino
+        except OSError:
+            pass  # polled as before; tried again at the next scan
+
+    def _watch_alive(self) -> bool:
+        try:
+            return os.stat(self.directory).st_ino == self._watched_ino
+        except OSError:
+            return False
 
     def pods(self) -> list[pod_pb2.Pod]:
         """Every pod the directory currently asks for."""
         return [p.pod for state in self._files.values() for p in state.pods.values()]
 
     def scan(self) -> list[PodEvent]:
+        if self._watching:
+            self._start_watching()
         try:
             names = sorted(os.listdir(self.directory))
         except OSError as err:

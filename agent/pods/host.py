@@ -83,9 +83,9 @@ class RuntimeContainers:
 
         record = exit_record(self.rt, container_id)
         if record is None:
-            try:
-                self.rt.state(container_id)
-            except ContainerNotFound:
+            # Asked of every running container at every sync: whether its state is
+            # still recorded is enough (a stat, not the state's read and checks).
+            if not (self.rt.store.dir(container_id) / "state.json").exists():
                 # Deleted behind the agent's back: it is gone, how is unknown.
                 return ExitInfo(exit_code=137)
             return None

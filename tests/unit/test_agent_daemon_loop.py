@@ -262,3 +262,51 @@ def test_new_pods_start_side_by_side_and_a_removal_waits_for_the_start() -> None
     stop = threading.Event()
     stop.set()
     loop.run(stop)  # shuts the starters down
+
+
+def test_with_a_sync_period_a_running_pod_is_synced_at_most_that_often() -> None:
+    now = [5.0]
+    log: list[str] = []
+    source = FakeSource()
+    loop = PodLoop(source, lambda pod: FakeWorker(pod, log), clock=lambda: now[0],
+                   sync_period=1.0)
+    source.batches.append([event(ADD, make_pod("web"))])
+    loop.step()
+    loop.step()  # early: the loop was woken by something else
+    assert log == ["sync web"]
+    assert [p.status.phase for p in loop.pods()] == ["Running"]  # still listed
+    now[0] += 1.0
+    loop.step()
+    assert log == ["sync web", "sync web"]
+    source.batches.append([event(UPDATE, make_pod("web", image="busybox:2"))])
+    loop.step()  # a change is synced at once, whatever the period
+    assert log == ["sync web", "sync web", "sync web"]
+
+
+def test_a_finished_start_wakes_the_loop_and_is_reported_before_the_period() -> None:
+    woken = threading.Event()
+    told: list[tuple[str, str]] = []
+
+    class Listener:
+        def pod_status(self, pod: pod_pb2.Pod, source: str) -> None:
+            told.append((pod.metadata.name, pod.status.phase))
+
+        def pod_stopped(self, pod: pod_pb2.Pod, source: str) -> None:
+            pass
+
+    log: list[str] = []
+    source = FakeSource()
+    loop = PodLoop(source, lambda pod: FakeWorker(pod, log), clock=lambda: 5.0,
+                   starters=1, listener=Listener(), wake=woken.set, sync_period=60.0)
+    source.batches.append([event(ADD, make_pod("web"))])
+    loop.step()  # the start goes to the starter thread
+    assert woken.wait(10), "the starter did not wake the loop"
+    while loop._entries["uid-web"].starting:
+        time.sleep(0.01)
+    loop.step()  # not due for a sync for 60 s, yet its new status goes out now
+    assert log == ["sync web"]
+    assert told == [("web", "Running")]
+    assert [p.status.phase for p in loop.pods()] == ["Running"]
+    stop = threading.Event()
+    stop.set()
+    loop.run(stop)  # shuts the starter down

@@ -22,6 +22,7 @@ from runtime.init import enter_cwd, environ_of, redirect_stdio, report_error, re
 from runtime.processes import reap, signal_pid
 from runtime.seccomp import Filter, compile_filter
 from runtime.security import apply_identity_and_privileges, apply_rlimits
+from runtime.signals import restore_for_exec
 from runtime.spec.model import Process, Seccomp
 from runtime.state import State, Status
 
@@ -135,6 +136,7 @@ def _stage2(process: Process, sync_w: int, console: Console | None,
         # Loaded before "ready", not after: a failure must still reach the caller.
         seccomp_filter.load_before_exec()
         channel.send(sync_w, ready=True)
+        restore_for_exec()  # after the last write to a pipe: SIGPIPE kills from here
         try:
             os.execve(path, list(process.args), environ_of(process))
         except OSError as e:  # ENOEXEC, a noexec mount, a missing #! interpreter

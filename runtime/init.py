@@ -36,6 +36,7 @@ from runtime.errors import SetupError
 from runtime.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
 from runtime.seccomp import compile_filter
 from runtime.security import apply_identity_and_privileges, apply_rlimits
+from runtime.signals import restore_for_exec
 from runtime.spec.model import ContainerConfig, Process
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ def run_init(plan: InitPlan, sys: sc.Syscalls, entered: bool) -> None:
         hooks.init_start_point(config.hooks, hook_state, fifo)
         os.write(fifo, b"0")
         os.close(fifo)
+        restore_for_exec()  # after the last write to a pipe: SIGPIPE kills from here
         seccomp_filter.load_before_exec()
     except BaseException as e:  # noqa: BLE001
         report_error(plan.sync_fd, e)

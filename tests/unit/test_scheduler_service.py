@@ -152,10 +152,20 @@ def test_watch_lists_then_follows_and_resumes(stub: Stub) -> None:
     create(stub, pod("b", {"app": "web"}))
     added = next(e for e in events if e.type != e.MODIFIED)  # placement writes status
     assert added.type == added.ADDED and added.object.pod.metadata.name == "b"
-    # Placement writes the pod's status meanwhile: update what is stored now.
-    b = stub.Get(cluster_pb2.GetRequest(kind="Pod", name="b"))
-    b.pod.metadata.labels["app"] = "db"  # leaves the view: DELETED for this watcher
-    stub.Update(cluster_pb2.UpdateRequest(object=b))
+    # Placement writes the pod's status meanwhile (and may again, as it retries the
+    # unplaceable pod): read, change, update, and read again on a conflict, as a
+    # client does.
+    for _ in range(20):
+        b = stub.Get(cluster_pb2.GetRequest(kind="Pod", name="b"))
+        b.pod.metadata.labels["app"] = "db"  # leaves the view: DELETED for this watcher
+        try:
+            stub.Update(cluster_pb2.UpdateRequest(object=b))
+            break
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.ABORTED:
+                raise
+    else:
+        raise AssertionError("pod b: every update met a newer write")
     left = next(e for e in events if e.type != e.MODIFIED)  # status writes come too
     assert left.type == left.DELETED and left.object.pod.metadata.name == "b"
     call.cancel()

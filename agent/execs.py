@@ -35,7 +35,7 @@ import grpc
 
 from proto.podium.v1 import agent_pb2, pod_pb2
 from runtime.errors import ContainerNotFound, IllegalTransition, RuntimeError_, SetupError
-from runtime.forkserver import ExecSession, ExitStatus, SessionRequest
+from runtime.execsessions import ExecSession, ExitStatus, SessionRequest
 
 if TYPE_CHECKING:
     from agent.pods import ImageSource

@@ -29,13 +29,7 @@ Three kinds of request:
                   The server reaps its helpers, and waits for them when it stops.
     SessionRequest
                   run a process in a running container attached to its caller (an
-                  interactive exec): the server forks a helper as above and answers
-                  with one end of a socketpair; the helper starts the process with
-                  pipes for stdio (or a pty), sends its PID and the caller's ends of
-                  them (SCM_RIGHTS) over the socketpair, then waits for it: it sends
-                  the exit status when the process ends, and kills it (SIGKILL to its
-                  process group, by PID, before reaping it) when the caller asks or
-                  closes its end. The caller holds an ``ExecSession``.
+                  interactive exec): see ``runtime.execsessions``.
 """
 
 from __future__ import annotations
@@ -55,12 +49,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from runtime.errors import RuntimeError_, SetupError
+from runtime.execsessions import (
+    EXEC_MARGIN,
+    MAX_MESSAGE,
+    ExecSession,
+    SessionRequest,
+    attach_session,
+    fork_session,
+)
 from runtime.processes import (
     exit_code,
+    pickled,
     read_message,
+    reap_all,
     reap_children,
     send_message,
-    signal_pid,
     wait_with_timeout,
 )
 from runtime.spec.model import ContainerConfig, Process
@@ -70,12 +73,9 @@ if TYPE_CHECKING:
     from runtime.api import Runtime
     from runtime.cgroups.base import CgroupDriver
 
-_MAX_MESSAGE = 4 * 1024 * 1024
 _REAP_EVERY = 0.5  # seconds: how often an idle server looks for ended helpers
-_EXEC_MARGIN = 10.0  # seconds past an exec's timeout before its caller stops waiting
 _SESSION_SETUP = 30.0  # seconds an attached exec may take to start
 _SHIM_START = 60.0  # seconds a container may take to be created and started
-_KILL = b"kill"
 _SHIM, _EXEC, _SESSION = b"s", b"e", b"i"  # the kind of a request: its first byte
 
 
@@ -94,99 +94,6 @@ class ExecRequest(NamedTuple):
     container_id: str
     process: Process
     timeout: float
-
-
-class SessionRequest(NamedTuple):
-    runtime_root: Path
-    cgroup_parent: str
-    container_id: str
-    process: Process  # with ``terminal``: a pty for its stdio, the master handed back
-    stdin: bool = False  # a pipe for its stdin; else /dev/null (a pty is stdin anyway)
-
-
-class ExitStatus(NamedTuple):
-    exit_code: int  # 128+n when signal n ended it
-    signal: int = 0  # 0: it exited
-
-
-class ExecSession:
-    """A process exec'd in a container by the fork server, attached to this process.
-
-    ``stdout`` (and ``stderr`` without a terminal) are read ends of its output;
-    ``stdin`` writes to its input: a pipe, None when it reads /dev/null, or with a
-    terminal a second fd of the pty's master (``stdout`` is the master), which also
-    takes ``TIOCSWINSZ``. Every fd is close-on-exec and the session's own until
-    ``take_stdin`` hands that one over; ``close`` closes the rest. ``fileno`` is
-    readable when the exit status has arrived, for ``select``.
-    """
-
-    def __init__(self, pid: int, control: socket.socket, stdout: int, stderr: int | None,
-                 stdin: int | None, terminal: bool, container_id: str) -> None:
-        self.pid = pid
-        self.stdout = stdout
-        self.stderr = stderr
-        self.stdin = stdin
-        self.terminal = terminal
-        self.container_id = container_id
-        self._control = control
-        self._status: ExitStatus | None = None
-        self._closed = False
-        self._lock = _thread.allocate_lock()  # kill (any thread) against close
-
-    def fileno(self) -> int:
-        return self._control.fileno()
-
-    def take_stdin(self) -> int | None:
-        """The stdin fd, now the caller's to write and close (closing a pipe is EOF)."""
-        fd, self.stdin = self.stdin, None
-        return fd
-
-    def wait(self, timeout: float | None = None) -> ExitStatus | None:
-        """The exit status, once the process has ended and been reaped; None when it
-        still runs after ``timeout`` seconds (None: wait as long as it takes)."""
-        if self._status is not None or self._closed:
-            return self._status
-        if not select.select([self._control], [], [], timeout)[0]:
-            return None
-        try:
-            data = self._control.recv(_MAX_MESSAGE)
-        except OSError:
-            data = b""
-        answer: Any = pickle.loads(data) if data else None
-        if not isinstance(answer, ExitStatus):
-            raise SetupError(f"exec in {self.container_id}: its helper ended without "
-                             f"the exit status of process {self.pid}")
-        self._status = answer
-        return answer
-
-    def kill(self) -> None:
-        """SIGKILL the process (and its process group); it is reaped and its status
-        sent as when it ends by itself. Thread-safe; a no-op once it has ended."""
-        with self._lock:
-            if self._status is None and not self._closed:
-                try:
-                    self._control.send(_KILL)
-                except OSError:
-                    pass  # the helper is gone already: so is the process
-
-    def close(self) -> None:
-        """Kill the process if it still runs, wait until it is reaped (a bounded
-        wait), and close every fd the session still holds."""
-        if self._closed:
-            return
-        try:
-            if self._status is None:
-                self.kill()
-                self.wait(_EXEC_MARGIN)
-        except SetupError:
-            pass  # the helper died: it took the process with it, or init reaps it
-        finally:
-            with self._lock:
-                self._closed = True
-                self._control.close()
-                for fd in (self.stdout, self.stderr, self.stdin):  # three distinct fds
-                    if fd is not None:
-                        _close(fd)
 
 
 class ForkServer:
@@ -254,12 +161,12 @@ class ForkServer:
         request = ExecRequest(runtime_root, cgroup_parent, container_id, process, timeout)
         fd = self._ask_for_fd(request, container_id)
         try:
-            outcome = read_message(fd, timeout + _EXEC_MARGIN)
+            outcome = read_message(fd, timeout + EXEC_MARGIN)
         finally:
             os.close(fd)
         if outcome is None:
             raise SetupError(f"fork server: exec in {container_id}: no answer after "
-                             f"{timeout + _EXEC_MARGIN:g}s")
+                             f"{timeout + EXEC_MARGIN:g}s")
         if not outcome:
             raise SetupError(f"fork server: exec in {container_id}: its helper failed")
         result: Any = pickle.loads(outcome)
@@ -275,7 +182,7 @@ class ForkServer:
         and returns it; an answer without one is the error it reports."""
         with self._lock:
             self._sock.send(_encode(request))
-            data, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 1)
+            data, fds, _, _ = socket.recv_fds(self._sock, MAX_MESSAGE, 1)
         answer: Any = pickle.loads(data)
         if not fds:
             if isinstance(answer, RuntimeError_):
@@ -295,10 +202,10 @@ class ForkServer:
         try:
             if not select.select([control], [], [], timeout)[0]:
                 raise SetupError(f"fork server: exec in {cid}: not started after {timeout:g}s")
-            data, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 3)
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 3)
             for fd in fds:
                 os.set_inheritable(fd, False)
-            return _session(request, control, data, fds)
+            return attach_session(request, control, data, fds)
         except BaseException:
             control.close()  # the helper kills the process, if it started one
             raise
@@ -347,7 +254,7 @@ def _serve(sock: socket.socket) -> None:
             _reap_ended(helpers)
             if not select.select([sock], [], [], _REAP_EVERY)[0]:
                 continue
-            data = sock.recv(_MAX_MESSAGE)
+            data = sock.recv(MAX_MESSAGE)
             if not data:
                 return  # the parent closed its end (or died)
             kind, body = data[:1], data[1:]
@@ -359,7 +266,7 @@ def _serve(sock: socket.socket) -> None:
                 _in_helper(sock, helpers, f"exec in {request.container_id}",
                            partial(_exec_helper, request))
             else:
-                _start_session(sock, request, helpers)
+                fork_session(sock, request, helpers, _runtime)
     finally:
         for pid in helpers:  # each ends within its request's timeout
             exit_code(pid)
@@ -447,7 +354,7 @@ def _shim_main(body: bytes, report_fd: int) -> None:
         job = ShimJob(partial(_runtime, root, cgroup_parent), container_id, state_dir,
                       partial(pickle.loads, spec), log_path)
     except BaseException as e:  # noqa: BLE001 - the caller gets every failure
-        send_message(report_fd, _picklable(e))
+        send_message(report_fd, pickled(e))
         os._exit(1)
     run_shim(job, report_fd)
 
@@ -512,7 +419,7 @@ def _exec_helper(request: ExecRequest) -> object:
         finally:
             os.close(devnull)
     except BaseException as e:  # noqa: BLE001 - the caller gets every failure
-        _reap_all()
+        reap_all()
         return e
     try:
         return wait_with_timeout(pid, request.timeout)
@@ -520,193 +427,6 @@ def _exec_helper(request: ExecRequest) -> object:
         return e
     finally:
         reap_children()
-
-
-def _session(request: SessionRequest, control: socket.socket, data: bytes,
-             fds: list[int]) -> ExecSession:
-    """The caller's side of a started session, from the helper's first message."""
-    cid = request.container_id
-    try:
-        answer: Any = pickle.loads(data) if data else None
-        if isinstance(answer, RuntimeError_):
-            raise answer
-        if isinstance(answer, BaseException):
-            raise SetupError(f"exec in {cid}: {answer}")
-        terminal = request.process.terminal
-        expected = 1 if terminal else 2 + request.stdin
-        if isinstance(answer, bool) or not isinstance(answer, int) or len(fds) != expected:
-            raise SetupError(f"fork server: exec in {cid}: its helper failed")
-        if terminal:
-            return ExecSession(answer, control, fds[0], None, os.dup(fds[0]), True, cid)
-        return ExecSession(answer, control, fds[0], fds[1], fds[2] if request.stdin else None,
-                           False, cid)
-    except BaseException:
-        for fd in fds:
-            _close(fd)
-        raise
-
-
-def _start_session(sock: socket.socket, request: SessionRequest, helpers: set[int]) -> None:
-    cid = request.container_id
-    try:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    except OSError as e:
-        sock.send(pickle.dumps(SetupError(f"exec in {cid}: socketpair: {e}")))
-        return
-    try:
-        pid = os.fork()
-    except OSError as e:
-        ours.close()
-        theirs.close()
-        sock.send(pickle.dumps(SetupError(f"exec in {cid}: fork: {e}")))
-        return
-    if pid == 0:
-        code = 0
-        try:
-            sock.close()
-            ours.close()
-            _session_helper(theirs, request)
-        except BaseException:  # noqa: BLE001 - the caller sees its socket closed
-            code = 1
-        os._exit(code)
-    helpers.add(pid)
-    theirs.close()
-    try:
-        socket.send_fds(sock, [pickle.dumps(None)], [ours.fileno()])
-    finally:
-        ours.close()
-
-
-def _session_helper(control: socket.socket, request: SessionRequest) -> None:
-    """In the helper: start the process, hand its stdio over, then wait for its end
-    (or the caller's word to kill it) and report its status."""
-    import prctl
-
-    # The exec'd process is re-parented to us: we reap it, and until then its PID
-    # (and its process group's ID) cannot name another process.
-    prctl.set_child_subreaper(1)
-    try:
-        pid, fds = _session_exec(request)
-    except BaseException as e:  # noqa: BLE001 - the caller gets every failure
-        _reap_all()
-        control.send(_picklable(e))
-        return
-    try:
-        socket.send_fds(control, [pickle.dumps(pid)], fds)
-    except OSError:
-        _kill_group(pid)  # nobody is left to talk to it
-    finally:
-        for fd in fds:
-            os.close(fd)
-    status = _watch(pid, control)
-    try:
-        control.send(pickle.dumps(status))
-    except OSError:
-        pass
-    reap_children()
-
-
-def _session_exec(request: SessionRequest) -> tuple[int, list[int]]:
-    """Exec the process; its PID and the caller's ends: [master] with a terminal,
-    else [stdout, stderr] and the stdin pipe's write end when asked for."""
-    rt = _runtime(request.runtime_root, request.cgroup_parent)
-    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    theirs: list[int] = []  # the child's ends: ours to close once it holds them
-    ours: list[int] = []
-    try:
-        if request.process.terminal:
-            from runtime.terminal import ConsoleListener
-
-            with ConsoleListener() as listener:
-                pid = rt.exec(request.container_id, request.process,
-                              stdio=(devnull, devnull, devnull), console_socket=listener.path)
-                try:
-                    ours.append(listener.receive())
-                except BaseException:
-                    _kill_group(pid)
-                    raise
-            return pid, ours
-        for _ in ("stdout", "stderr"):
-            reader, writer = os.pipe2(os.O_CLOEXEC)
-            ours.append(reader)
-            theirs.append(writer)
-        stdin = devnull
-        if request.stdin:
-            stdin, writer = os.pipe2(os.O_CLOEXEC)
-            theirs.append(stdin)
-            ours.append(writer)
-        pid = rt.exec(request.container_id, request.process,
-                      stdio=(stdin, theirs[0], theirs[1]))
-        return pid, ours
-    except BaseException:
-        for fd in ours:
-            os.close(fd)
-        raise
-    finally:
-        os.close(devnull)
-        for fd in theirs:
-            os.close(fd)
-
-
-def _watch(pid: int, control: socket.socket) -> ExitStatus:
-    """Wait for our child ``pid`` to end, killing it when the caller asks or goes
-    away; reap it and return how it ended."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        listening = True
-        while True:
-            ready = select.select([pidfd] + ([control] if listening else []), [], [])[0]
-            if pidfd in ready:
-                break
-            try:
-                word = control.recv(64)
-            except OSError:
-                word = b""
-            if word == _KILL or not word:
-                _kill_group(pid)
-                listening = bool(word)
-    finally:
-        os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return ExitStatus(128 + os.WTERMSIG(status), os.WTERMSIG(status))
-    return ExitStatus(os.WEXITSTATUS(status))
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL ``pid`` and its process group (it leads one: exec's stage 2 calls
-    setsid), so a shell's children go with it. Only while ``pid`` is unreaped."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass  # no such group (it left it) or already gone
-    signal_pid(pid, signal.SIGKILL)
-
-
-def _reap_all() -> None:
-    """Wait for every child: after a failed exec, its stage 2 (killed, or exiting after
-    its report) is ours. Left unreaped, it would be a zombie of the container's PID
-    namespace reaped by whoever inherits it, and the container's init, when it exits,
-    waits for every process of its namespace to be reaped."""
-    while True:
-        try:
-            os.waitpid(-1, 0)
-        except ChildProcessError:
-            return
-
-
-def _picklable(error: BaseException) -> bytes:
-    try:
-        return pickle.dumps(error)
-    except Exception:  # noqa: BLE001 - an exception that cannot cross: its words can
-        return pickle.dumps(SetupError(str(error)))
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def _reap_ended(helpers: set[int]) -> None:

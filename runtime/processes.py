@@ -49,6 +49,18 @@ def reap_children() -> None:
             return
 
 
+def reap_all() -> None:
+    """Wait for every child. After a failed exec, its stage 2 (killed, or exiting after
+    its report) is the caller's: left unreaped, it would be a zombie of the
+    container's PID namespace reaped by whoever inherits it, and the container's init,
+    when it exits, waits for every process of its namespace to be reaped."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 def exit_code(pid: int) -> int:
     """Reap ``pid`` (blocking) and return its exit code, 128+n for signal n; -1 when
     it is not this process's child to reap."""
@@ -115,3 +127,16 @@ def read_message(fd: int, timeout: float | None = None) -> bytes | None:
         if wanted == 8 and len(data) >= 8:
             wanted = 8 + int.from_bytes(data[:8], "big")
     return data[8:wanted]
+
+
+def pickled(outcome: object) -> bytes:
+    """``outcome`` (a result, or an exception to raise in another process) pickled; an
+    exception that cannot be pickled crosses as a SetupError with its words."""
+    import pickle
+
+    try:
+        return pickle.dumps(outcome)
+    except Exception:  # noqa: BLE001 - whatever stops it, its words can cross
+        from runtime.errors import SetupError
+
+        return pickle.dumps(SetupError(str(outcome) or type(outcome).__name__))

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, NoReturn
 from runtime.api import Runtime
 from runtime.create import now_rfc3339
 from runtime.errors import SetupError
-from runtime.processes import read_message, reap, send_message
+from runtime.processes import pickled, read_message, reap, send_message
 from runtime.spec import ContainerConfig, load_bundle
 from runtime.state import State, write_atomic
 
@@ -120,13 +120,6 @@ def exit_record(rt: Runtime, container_id: str) -> dict[str, object] | None:
         return None
 
 
-def _pickled(outcome: object) -> bytes:
-    try:
-        return pickle.dumps(outcome)
-    except Exception:  # noqa: BLE001 - an exception that cannot cross: its words can
-        return pickle.dumps(SetupError(str(outcome) or type(outcome).__name__))
-
-
 class _Shim:
     def __init__(self, job: ShimJob) -> None:
         self.job = job
@@ -151,7 +144,7 @@ class _Shim:
             for fd in (out_w, err_w):
                 os.close(fd)
             if not init_pid:
-                send_message(report_fd, answer or _pickled(SetupError(
+                send_message(report_fd, answer or pickled(SetupError(
                     f"shim for {self.id}: creating the container failed without a word")))
                 os._exit(1)
             if log < 0:
@@ -165,7 +158,7 @@ class _Shim:
             os.close(report_fd)
         except BaseException as e:  # noqa: BLE001 - the spawner must hear every failure
             try:
-                send_message(report_fd, _pickled(e))
+                send_message(report_fd, pickled(e))
             finally:
                 os._exit(1)
         # From here on nobody listens: stdio goes nowhere, not to the spawner's terminal.
@@ -203,9 +196,9 @@ class _Shim:
                 except BaseException:
                     rt.delete(self.id, force=True)  # nothing half-made stays behind
                     raise
-                send_message(result_w, b"%d %s" % (state.pid, _pickled(state)))
+                send_message(result_w, b"%d %s" % (state.pid, pickled(state)))
             except BaseException as e:  # noqa: BLE001 - the shim passes it on
-                send_message(result_w, b"0 " + _pickled(e))
+                send_message(result_w, b"0 " + pickled(e))
             finally:
                 os._exit(0)
         os.close(result_w)

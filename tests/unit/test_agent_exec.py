@@ -34,7 +34,7 @@ from agent.execs import (
 from agent.server import make_server
 from proto.podium.v1 import agent_pb2, agent_pb2_grpc, pod_pb2
 from runtime.errors import IllegalTransition, SetupError
-from runtime.forkserver import ExecSession, ExitStatus, SessionRequest
+from runtime.execsessions import ExecSession, ExitStatus, SessionRequest
 from runtime.spec.model import Process
 
 

@@ -298,38 +298,15 @@ def _warm() -> None:
 
 
 def _start_shim(sock: socket.socket, body: bytes) -> None:
-    """Forks the shim of a pickled ``ShimRequest`` (through a middle process that
-    exits at once, so the shim is not the server's child) and hands back the read
+    """Forks the shim of a pickled ``ShimRequest`` through a middle process that
+    exits at once (so the shim is not the server's child), and hands back the read
     end of the pipe it reports on."""
-    try:
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    except OSError as e:
-        sock.send(pickle.dumps(SetupError(f"shim: pipe: {e}")))
-        return
-    try:
-        middle = os.fork()
-    except OSError as e:
-        os.close(read_end)
-        os.close(write_end)
-        sock.send(pickle.dumps(SetupError(f"shim: fork: {e}")))
-        return
-    if middle == 0:
-        code = 0
-        try:
-            sock.close()
-            os.close(read_end)
-            os.setsid()
-            if os.fork() == 0:
-                _shim_main(body, write_end)
-        except BaseException:  # noqa: BLE001 - the caller sees a pipe closed empty
-            code = 1
-        os._exit(code)
-    os.close(write_end)
-    exit_code(middle)  # it only forks and exits
-    try:
-        socket.send_fds(sock, [pickle.dumps(None)], [read_end])
-    finally:
-        os.close(read_end)
+    def middle(report_fd: int) -> None:
+        os.setsid()
+        if os.fork() == 0:
+            _shim_main(body, report_fd)
+
+    _fork_answering_with_pipe(sock, "shim", middle, None)
 
 
 def _encode(request: ShimRequest | ExecRequest | SessionRequest) -> bytes:
@@ -373,7 +350,16 @@ def _in_helper(sock: socket.socket, helpers: set[int], what: str,
                work: Callable[[], object]) -> None:
     """Forks a helper that runs ``work`` and writes its pickled outcome to a pipe whose
     read end goes back to the caller at once: the server is free for the next request
-    while the helper works (a container's creation, an exec's wait)."""
+    while the helper works (an exec's wait)."""
+    _fork_answering_with_pipe(sock, what, lambda fd: send_message(fd, pickle.dumps(work())),
+                              helpers)
+
+
+def _fork_answering_with_pipe(sock: socket.socket, what: str, child: Callable[[int], None],
+                              helpers: set[int] | None) -> None:
+    """Forks a process that runs ``child`` with the write end of a new pipe, and sends
+    the caller the read end (or the error). The process is added to ``helpers``, for
+    reaping later; or with None, it is one that only forks and exits, reaped now."""
     try:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
     except OSError as e:
@@ -391,12 +377,15 @@ def _in_helper(sock: socket.socket, helpers: set[int], what: str,
         try:
             sock.close()
             os.close(read_end)
-            send_message(write_end, pickle.dumps(work()))
+            child(write_end)
         except BaseException:  # noqa: BLE001 - the caller sees a pipe closed empty
             code = 1
         os._exit(code)
-    helpers.add(pid)
     os.close(write_end)
+    if helpers is None:
+        exit_code(pid)
+    else:
+        helpers.add(pid)
     try:
         socket.send_fds(sock, [pickle.dumps(None)], [read_end])
     finally:

@@ -1,4 +1,4 @@
-"""Fixtures several integration modules share: registries on loopback."""
+"""Fixtures several integration modules share: registries on loopback, a fork server."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from runtime.forkserver import ForkServer
 from tests.support.registry import Registry, need_registry_tools
 
 
@@ -24,3 +25,10 @@ def auth_registry(tmp_dir: Path) -> Iterator[Registry]:
     reg = Registry(tmp_dir / "auth-registry", users={"alice": "s3cret"}).start()
     yield reg
     reg.stop()
+
+
+@pytest.fixture
+def fork_server() -> Iterator[ForkServer]:
+    fs = ForkServer.start()
+    yield fs
+    fs.close()

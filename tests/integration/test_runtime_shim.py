@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -16,20 +15,7 @@ from runtime.api import Runtime
 from runtime.errors import InvalidIDError, SetupError
 from runtime.forkserver import ForkServer, ShimRequest
 from runtime.shim import exit_record, spawn_shim
-from runtime.spec import ContainerConfig, convert, default_config
-
-
-@pytest.fixture
-def server() -> Iterator[ForkServer]:
-    fs = ForkServer.start()
-    yield fs
-    fs.close()
-
-
-def config(rootfs: Path, *args: str) -> ContainerConfig:
-    data = default_config(list(args))
-    data["root"]["path"] = str(rootfs)
-    return convert(data, rootfs).config
+from tests.support.containers import command_config
 
 
 def wait_for_exit_record(rt: Runtime, cid: str) -> dict[str, object]:
@@ -40,22 +26,22 @@ def wait_for_exit_record(rt: Runtime, cid: str) -> dict[str, object]:
     return record
 
 
-def test_the_fork_server_is_a_fresh_interpreter(server: ForkServer) -> None:
-    process = psutil.Process(server.pid)
+def test_the_fork_server_is_a_fresh_interpreter(fork_server: ForkServer) -> None:
+    process = psutil.Process(fork_server.pid)
     assert process.ppid() == os.getpid()
     assert process.cmdline()[1] == "-c"  # not a fork of this (threaded, test) process
 
 
 def test_a_shim_from_the_server_is_detached_and_the_inits_only_parent(
-        rt: Runtime, server: ForkServer, busybox_rootfs: Path, tmp_dir: Path) -> None:
+        rt: Runtime, fork_server: ForkServer, busybox_rootfs: Path, tmp_dir: Path) -> None:
     log = tmp_dir / "sh.log"
-    state = server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "sh-tree",
-                                          config(busybox_rootfs, "sh", "-c",
-                                                 "echo up; sleep 600"), log_path=log))
+    state = fork_server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "sh-tree",
+                                               command_config(busybox_rootfs, "sh", "-c",
+                                                      "echo up; sleep 600"), log_path=log))
     init = psutil.Process(state.pid)
     shim = init.parent()
-    assert shim is not None and shim.pid not in (server.pid, os.getpid())
-    assert shim.ppid() != server.pid  # forked twice: not the server's child
+    assert shim is not None and shim.pid not in (fork_server.pid, os.getpid())
+    assert shim.ppid() != fork_server.pid  # forked twice: not the server's child
     deadline = time.monotonic() + 10
     while [c.pid for c in shim.children()] != [state.pid]:  # the creating child is gone
         assert time.monotonic() < deadline, [c.pid for c in shim.children()]
@@ -70,19 +56,19 @@ def test_a_shim_from_the_server_is_detached_and_the_inits_only_parent(
 
 
 def test_the_server_reports_a_failed_start_and_a_bad_id(
-        rt: Runtime, server: ForkServer, busybox_rootfs: Path) -> None:
+        rt: Runtime, fork_server: ForkServer, busybox_rootfs: Path) -> None:
     with pytest.raises(SetupError, match="exec: /nope"):
-        server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "sh-nope",
-                                      config(busybox_rootfs, "/nope")))
+        fork_server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "sh-nope",
+                                           command_config(busybox_rootfs, "/nope")))
     assert rt.containers() == []
     with pytest.raises(InvalidIDError):
-        server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "../bad",
-                                      config(busybox_rootfs, "true")))
+        fork_server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "../bad",
+                                           command_config(busybox_rootfs, "true")))
 
 
 def test_spawn_shim_in_process_records_the_exit_and_logs_in_the_state_dir(
         rt: Runtime, busybox_rootfs: Path) -> None:
-    state = spawn_shim(rt, "sh-local", config=config(busybox_rootfs, "sh", "-c",
+    state = spawn_shim(rt, "sh-local", config=command_config(busybox_rootfs, "sh", "-c",
                                                      "echo out; echo err >&2; exit 5"))
     assert state.pid > 0
     record = wait_for_exit_record(rt, "sh-local")

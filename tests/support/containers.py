@@ -1,11 +1,21 @@
-"""Running a container to the end from a test, as a caller of the runtime library."""
+"""Containers from a test, as a caller of the runtime library: a config for a command,
+and a run to the end."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from runtime.api import Runtime
+from runtime.spec import convert, default_config
 from runtime.spec.model import ContainerConfig
+
+
+def command_config(rootfs: Path, *args: str) -> ContainerConfig:
+    """The default config running ``args`` on ``rootfs``."""
+    data = default_config(list(args))
+    data["root"]["path"] = str(rootfs)
+    return convert(data, rootfs).config
 
 
 def run_to_completion(rt: Runtime, cid: str, cfg: ContainerConfig) -> tuple[int, str]:

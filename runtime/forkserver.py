@@ -310,10 +310,11 @@ def _start_shim(sock: socket.socket, body: bytes) -> None:
 
 
 def _encode(request: ShimRequest | ExecRequest | SessionRequest) -> bytes:
+    """A request as the server reads it: its kind's byte, then the pickle. A shim's is
+    plain strings (``runtime.shim.ShimJob``; a bad ID fails here, in the caller) with
+    the config pickled apart, for the child that creates the container to unpickle:
+    the shim never does (see ``runtime.shim`` on memory)."""
     if isinstance(request, ShimRequest):
-        # The config pickled apart: the shim hands it on to the child that creates the
-        # container without unpickling it itself (see ``runtime.shim``).
-        # Plain strings for the shim (see ``runtime.shim.ShimJob``); a bad ID fails here.
         r = request
         state_dir = str(StateStore(r.runtime_root).dir(r.container_id))
         return _SHIM + pickle.dumps((

@@ -1,7 +1,7 @@
 """Interactive execs: a process run in a container, attached to its caller.
 
 The caller (the agent's Exec service) sends the fork server a ``SessionRequest``;
-the server forks a helper (``fork_session``) and answers with one end of a
+the server forks a helper (``session_helper``) and answers with one end of a
 socketpair. The helper starts the process with pipes for its stdio (or a pty),
 sends its PID and the caller's ends of them (SCM_RIGHTS) over the socketpair, then
 waits for it: it sends the exit status when the process ends, and kills it
@@ -22,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from runtime.channel import pickled
 from runtime.errors import RuntimeError_, SetupError
-from runtime.processes import pickled, reap_all, reap_children, signal_pid
+from runtime.processes import reap_all, reap_children, signal_pid
 from runtime.spec.model import Process
 
 if TYPE_CHECKING:
@@ -154,44 +155,11 @@ def attach_session(request: SessionRequest, control: socket.socket, data: bytes,
         raise
 
 
-def fork_session(sock: socket.socket, request: SessionRequest, helpers: set[int],
-                 runtime: RuntimeFactory) -> None:
-    """In the fork server: fork the session's helper (added to ``helpers``) and send
-    the caller its end of their socketpair, or the error."""
-    cid = request.container_id
-    try:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    except OSError as e:
-        sock.send(pickle.dumps(SetupError(f"exec in {cid}: socketpair: {e}")))
-        return
-    try:
-        pid = os.fork()
-    except OSError as e:
-        ours.close()
-        theirs.close()
-        sock.send(pickle.dumps(SetupError(f"exec in {cid}: fork: {e}")))
-        return
-    if pid == 0:
-        code = 0
-        try:
-            sock.close()
-            ours.close()
-            _session_helper(theirs, request, runtime)
-        except BaseException:  # noqa: BLE001 - the caller sees its socket closed
-            code = 1
-        os._exit(code)
-    helpers.add(pid)
-    theirs.close()
-    try:
-        socket.send_fds(sock, [pickle.dumps(None)], [ours.fileno()])
-    finally:
-        ours.close()
-
-
-def _session_helper(control: socket.socket, request: SessionRequest,
-                    runtime: RuntimeFactory) -> None:
-    """In the helper: start the process, hand its stdio over, then wait for its end
-    (or the caller's word to kill it) and report its status."""
+def session_helper(control_fd: int, request: SessionRequest, runtime: RuntimeFactory) -> None:
+    """In the helper the fork server forked, on its end of the caller's socketpair:
+    start the process, hand its stdio over, then wait for its end (or the caller's
+    word to kill it) and report its status."""
+    control = socket.socket(fileno=control_fd)
     import prctl
 
     # The exec'd process is re-parented to us: we reap it, and until then its PID

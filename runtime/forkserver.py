@@ -48,6 +48,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+from runtime.channel import pickled, read_message, send_message
 from runtime.errors import RuntimeError_, SetupError
 from runtime.execsessions import (
     EXEC_MARGIN,
@@ -55,17 +56,10 @@ from runtime.execsessions import (
     ExecSession,
     SessionRequest,
     attach_session,
-    fork_session,
+    session_helper,
 )
-from runtime.processes import (
-    exit_code,
-    pickled,
-    read_message,
-    reap_all,
-    reap_children,
-    send_message,
-    wait_with_timeout,
-)
+from runtime.processes import exit_code, reap_all, reap_children, wait_with_timeout
+from runtime.shim import shim_outcome
 from runtime.spec.model import ContainerConfig, Process
 from runtime.state import State, StateStore
 
@@ -139,18 +133,10 @@ class ForkServer:
             outcome = read_message(fd, _SHIM_START)
         finally:
             os.close(fd)
-        if not outcome:
+        if outcome is None:
             raise SetupError(f"fork server: container {request.container_id}: no answer "
-                             f"from its shim" + (f" after {_SHIM_START:g}s"
-                                                 if outcome is None else ""))
-        answer: Any = pickle.loads(outcome)
-        if isinstance(answer, RuntimeError_):
-            raise answer
-        if isinstance(answer, BaseException):
-            raise SetupError(f"fork server: {answer}")
-        if not isinstance(answer, State):
-            raise SetupError(f"fork server answered {answer!r}")
-        return answer
+                             f"from its shim after {_SHIM_START:g}s")
+        return shim_outcome(outcome, request.container_id)
 
     def exec_and_wait(self, runtime_root: Path, cgroup_parent: str, container_id: str,
                       process: Process, timeout: float) -> int:
@@ -266,7 +252,9 @@ def _serve(sock: socket.socket) -> None:
                 _in_helper(sock, helpers, f"exec in {request.container_id}",
                            partial(_exec_helper, request))
             else:
-                fork_session(sock, request, helpers, _runtime)
+                _fork_answering(sock, f"exec in {request.container_id}", _socketpair,
+                                partial(session_helper, request=request, runtime=_runtime),
+                                helpers)
     finally:
         for pid in helpers:  # each ends within its request's timeout
             exit_code(pid)
@@ -306,7 +294,7 @@ def _start_shim(sock: socket.socket, body: bytes) -> None:
         if os.fork() == 0:
             _shim_main(body, report_fd)
 
-    _fork_answering_with_pipe(sock, "shim", middle, None)
+    _fork_answering(sock, "shim", _pipe, middle, None)
 
 
 def _encode(request: ShimRequest | ExecRequest | SessionRequest) -> bytes:
@@ -352,45 +340,57 @@ def _in_helper(sock: socket.socket, helpers: set[int], what: str,
     """Forks a helper that runs ``work`` and writes its pickled outcome to a pipe whose
     read end goes back to the caller at once: the server is free for the next request
     while the helper works (an exec's wait)."""
-    _fork_answering_with_pipe(sock, what, lambda fd: send_message(fd, pickle.dumps(work())),
-                              helpers)
+    _fork_answering(sock, what, _pipe, lambda fd: send_message(fd, pickle.dumps(work())),
+                    helpers)
 
 
-def _fork_answering_with_pipe(sock: socket.socket, what: str, child: Callable[[int], None],
-                              helpers: set[int] | None) -> None:
-    """Forks a process that runs ``child`` with the write end of a new pipe, and sends
-    the caller the read end (or the error). The process is added to ``helpers``, for
-    reaping later; or with None, it is one that only forks and exits, reaped now."""
+def _pipe() -> tuple[int, int]:
+    """A pipe: (the caller's read end, the helper's write end)."""
+    return os.pipe2(os.O_CLOEXEC)
+
+
+def _socketpair() -> tuple[int, int]:
+    """A socketpair, for a session: (the caller's end, the helper's end)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return ours.detach(), theirs.detach()
+
+
+def _fork_answering(sock: socket.socket, what: str, ends: Callable[[], tuple[int, int]],
+                    child: Callable[[int], None], helpers: set[int] | None) -> None:
+    """Forks a process that runs ``child`` with its end of a new channel (``ends``: a
+    pipe or a socketpair), and sends the caller the other end (or the error). The
+    process is added to ``helpers``, for reaping later; or with None, it is one that
+    only forks and exits, reaped now."""
     try:
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = ends()
     except OSError as e:
-        sock.send(pickle.dumps(SetupError(f"{what}: pipe: {e}")))
+        sock.send(pickle.dumps(SetupError(f"{what}: cannot make its channel: {e}")))
         return
     try:
         pid = os.fork()
     except OSError as e:
-        os.close(read_end)
-        os.close(write_end)
+        os.close(ours)
+        os.close(theirs)
         sock.send(pickle.dumps(SetupError(f"{what}: fork: {e}")))
         return
     if pid == 0:
         code = 0
         try:
             sock.close()
-            os.close(read_end)
-            child(write_end)
-        except BaseException:  # noqa: BLE001 - the caller sees a pipe closed empty
+            os.close(ours)
+            child(theirs)
+        except BaseException:  # noqa: BLE001 - the caller sees its end closed empty
             code = 1
         os._exit(code)
-    os.close(write_end)
+    os.close(theirs)
     if helpers is None:
         exit_code(pid)
     else:
         helpers.add(pid)
     try:
-        socket.send_fds(sock, [pickle.dumps(None)], [read_end])
+        socket.send_fds(sock, [pickle.dumps(None)], [ours])
     finally:
-        os.close(read_end)
+        os.close(ours)
 
 
 def _exec_helper(request: ExecRequest) -> object:

@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 from runtime.api import Runtime
+from runtime.channel import pickled, read_message, send_message
 from runtime.create import now_rfc3339
-from runtime.errors import SetupError
-from runtime.processes import pickled, read_message, reap, send_message
+from runtime.errors import RuntimeError_, SetupError
+from runtime.processes import reap
 from runtime.spec import ContainerConfig, load_bundle
 from runtime.state import State, write_atomic
 
@@ -101,12 +102,15 @@ def run_shim(job: ShimJob, report_fd: int) -> NoReturn:
 
 
 def shim_outcome(message: bytes | None, container_id: str) -> State:
-    """The State a shim reported, or the error it reported raised."""
+    """The State a shim reported, or the error it reported raised: the runtime's own
+    errors as they are, anything else as a SetupError with its words."""
     if not message:
         raise SetupError(f"shim for {container_id} exited without starting it")
     answer: Any = pickle.loads(message)
-    if isinstance(answer, BaseException):
+    if isinstance(answer, RuntimeError_):
         raise answer
+    if isinstance(answer, BaseException):
+        raise SetupError(f"shim for {container_id}: {answer}")
     if not isinstance(answer, State):
         raise SetupError(f"shim for {container_id} answered {answer!r}")
     return answer

@@ -11,13 +11,19 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Install only what is missing, so a second `make setup` is quick.
-$(STAMP): pyproject.toml
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# Installs the Debian packages of $(1) that are missing (more apt-get options: $(2)),
+# so that a second run is quick.
+define apt_missing
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) \
+			$$missing >/dev/null; \
 	fi
+endef
+
+$(STAMP): pyproject.toml
+	$(call apt_missing,$(APT_PACKAGES),)
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -67,12 +73,7 @@ python-image: setup
 .PHONY: test-vm vm-setup
 VM_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio
 vm-setup:
-	@missing=$$(for p in $(VM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends $$missing >/dev/null; \
-	fi
+	$(call apt_missing,$(VM_PACKAGES),--no-install-recommends)
 
 test-vm: setup vm-setup
 	$(PY) -m pytest -q -m vm tests/vm

@@ -32,18 +32,12 @@ Each round runs the four ways for ``--duration`` seconds each, in an order rotat
 every round, after one untimed second of each; figures are medians over the rounds.
 Only requests completed inside the window count.
 
-Each way connects from an address of its own, extra addresses of the first node on
-the wire. The servers close first, so every pod keeps ~60 s of TIME_WAIT sockets,
-one per client address and port, and the client reuses its ports within seconds. A
-TIME_WAIT socket takes a new SYN only with a later sequence number or timestamp, and
-Linux derives both from the client's addresses as the client sees them: the
-ClusterIP for ``svc``, the pod's IP for the others. Ways sharing an address
-therefore met each other's TIME_WAIT sockets with unrelated numbers, were answered
-with a stale ACK, reset it and sent the SYN again a second later: the ways took
-turns spoiling each other, and the worse the more rounds had run. With one address
-per way they never meet. ``syn_retransmits`` (the load namespace's TCPSynRetrans
-over each way's rounds) shows it, as does ``request_ms`` (medians over the rounds of
-the first load process's p50 and p99 times per request). A request that fails (refused,
+Each way connects from an address of its own (extra addresses of the first node on
+the wire), so no way meets the pods' TIME_WAIT sockets of another: bench/README.md
+tells how sharing one address cost the Service way up to half its rate.
+``syn_retransmits`` (the load namespace's TCPSynRetrans over each way's rounds) would
+show such stalls, as would ``request_ms`` (medians over the rounds of the first load
+process's p50 and p99 times per request). A request that fails (refused,
 reset, 3 s without an answer, not a 200) is an error: errors are counted per way
 and per round, and a round with any is listed in ``rounds_with_errors``.
 

@@ -140,6 +140,9 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+STATE_FILE = "state.json"  # in each container's directory
+
+
 class StateStore:
     """The runtime root: one directory per container."""
 
@@ -153,6 +156,13 @@ class StateStore:
     def fifo(self, container_id: str) -> Path:
         return self.dir(container_id) / "exec.fifo"
 
+    def _file(self, container_id: str) -> Path:
+        return self.dir(container_id) / STATE_FILE
+
+    def exists(self, container_id: str) -> bool:
+        """Whether a state is recorded for the ID: one stat, without reading it."""
+        return self._file(container_id).exists()
+
     def reserve(self, container_id: str) -> Path:
         """Claim an ID: mkdir is atomic, so two creates of one ID cannot both win."""
         path = self.dir(container_id)
@@ -164,11 +174,11 @@ class StateStore:
         return path
 
     def save(self, state: State) -> None:
-        write_atomic(self.dir(state.id) / "state.json", state.to_json())
+        write_atomic(self._file(state.id), state.to_json())
 
     def load_recorded(self, container_id: str) -> State:
         try:
-            text = (self.dir(container_id) / "state.json").read_text()
+            text = self._file(container_id).read_text()
         except FileNotFoundError:
             raise ContainerNotFound(f"container {container_id} does not exist") from None
         return State.from_json(text)
@@ -198,7 +208,7 @@ class StateStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and (p / "state.json").exists())
+                      if p.is_dir() and (p / STATE_FILE).exists())
 
     def remove(self, container_id: str) -> None:
         _remove_tree(self.dir(container_id))

@@ -85,7 +85,7 @@ class RuntimeContainers:
         if record is None:
             # Asked of every running container at every sync: whether its state is
             # still recorded is enough (a stat, not the state's read and checks).
-            if not (self.rt.store.dir(container_id) / "state.json").exists():
+            if not self.rt.store.exists(container_id):
                 # Deleted behind the agent's back: it is gone, how is unknown.
                 return ExitInfo(exit_code=137)
             return None

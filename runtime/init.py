@@ -5,12 +5,17 @@ the init must be PID 1 inside. Two ways get there:
 
 - One fork (the usual case): the caller points the PID namespace of its next
   child at a new (or joined) one, forks the init, and points it back. The init
-  then joins its cgroup and the other namespaces itself (``enter``).
+  then joins or makes the other namespaces itself (``enter``).
 - Two forks (a new user namespace): the user namespace must exist before the
   PID namespace it will own, and the caller must not enter it, so stage 1 does
   ``enter`` (user namespace first, waiting while the caller writes its ID maps)
   and forks the init. Stage 1 then exits and the init is re-parented to the
   caller's nearest subreaper: either way, the caller owns the init.
+
+Either way the caller makes the cgroup and puts its child in it while the child
+starts, and says ``PLACED`` on the go pipe; the child waits for that before it
+makes a cgroup namespace (its root is the cgroup it is made in), and stage 1
+before anything else (the ID-map go comes on the same pipe).
 
 The init sets the hostname and sysctls, builds the root filesystem (and, if the
 config has hooks, stops there for them: ``runtime.hooks``) and pivots into it,
@@ -31,7 +36,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from runtime import channel, hooks
 from runtime import syscalls as sc
-from runtime.cgroups.base import Cgroup
 from runtime.errors import SetupError
 from runtime.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
 from runtime.seccomp import compile_filter
@@ -43,45 +47,54 @@ if TYPE_CHECKING:
     from runtime.terminal import Console
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PLACED = b"c"  # on the go pipe: the caller has put this process in the container's cgroup
+GO = b"1"  # on the go pipe: the caller wrote the user namespace's ID maps
 
 
 class InitPlan(NamedTuple):
     """Everything the stages need, prepared by the caller before it forks."""
 
     config: ContainerConfig
-    cgroup: Cgroup | None
     join_fds: list[tuple[int, int]]  # (fd of /proc/.../ns/X, CLONE_NEW* flag), user first;
     #                                  never the PID namespace (see the module docstring)
     unshare_flags: int  # namespaces to create, never CLONE_NEWPID (user first, separately)
     state_dir_fd: int  # O_PATH fd of the container's state directory (for exec.fifo)
     sync_fd: int  # write end of the set-up channel
-    userns_fd: int  # read end: the caller says "go" once ID maps are written, and once
-    #                 the createRuntime hooks ran (runtime.hooks); -1 if unused
+    userns_fd: int  # read end of the go pipe: PLACED, GO once ID maps are written, and
+    #                 the state once the createRuntime hooks ran (runtime.hooks)
     stdio: tuple[int | None, int | None, int | None]
     setup_rootfs: bool  # False when joining an existing mount namespace
     console: Console | None = None  # process.terminal: the connected console socket
 
 
 def enter(plan: InitPlan, sys: sc.Syscalls) -> None:
-    """Join the container's cgroup, then join or create its namespaces (but the PID
-    namespace, which the forking process arranged)."""
+    """Join or create the container's namespaces (but the PID namespace, which the
+    forking process arranged) while the caller puts this process in its cgroup."""
     redirect_stdio(plan.stdio)
-    if plan.cgroup is not None:
-        plan.cgroup.add(os.getpid())
+    flags = plan.unshare_flags
+    if flags & sc.CLONE_NEWUSER:
+        _await_go(plan.userns_fd, PLACED, "put the container in its cgroup")
     for fd, flag in plan.join_fds:
         sys.setns(fd, flag)
         os.close(fd)
-    flags = plan.unshare_flags
     if flags & sc.CLONE_NEWUSER:
         sys.unshare(sc.CLONE_NEWUSER)
         channel.send(plan.sync_fd, userns=os.getpid())
-        if os.read(plan.userns_fd, 1) != b"1":
-            raise SetupError("caller did not write the user namespace's ID maps")
+        _await_go(plan.userns_fd, GO, "write the user namespace's ID maps")
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         flags &= ~sc.CLONE_NEWUSER
-    if flags:
-        sys.unshare(flags)
+    if flags & ~sc.CLONE_NEWCGROUP:
+        sys.unshare(flags & ~sc.CLONE_NEWCGROUP)
+    if not plan.unshare_flags & sc.CLONE_NEWUSER:
+        _await_go(plan.userns_fd, PLACED, "put the container in its cgroup")
+    if flags & sc.CLONE_NEWCGROUP:
+        sys.unshare(sc.CLONE_NEWCGROUP)
+
+
+def _await_go(fd: int, expected: bytes, what: str) -> None:
+    if os.read(fd, 1) != expected:
+        raise SetupError(f"the caller did not {what}")
 
 
 def run_stage1(plan: InitPlan, sys: sc.Syscalls) -> None:

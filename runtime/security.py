@@ -234,7 +234,8 @@ class RecordingSecurityOps(Recorder):
 _linux_ops: LinuxSecurityOps | None = None
 
 
-def _default_ops() -> LinuxSecurityOps:
+def linux_ops() -> LinuxSecurityOps:
+    """The real calls, made once per process (a fork inherits them: see create)."""
     global _linux_ops
     if _linux_ops is None:
         _linux_ops = LinuxSecurityOps()
@@ -257,7 +258,7 @@ def _rlim64(value: int) -> int:
 def apply_rlimits(rlimits: Sequence[Rlimit], ops: SecurityOps | None = None) -> None:
     """Set each limit. Call before ``apply_identity_and_privileges``: raising a hard
     limit needs CAP_SYS_RESOURCE, which the container usually no longer has after."""
-    ops = ops or _default_ops()
+    ops = ops or linux_ops()
     for r in rlimits:
         kind = RLIMITS.get(r.type)
         if kind is None:
@@ -325,7 +326,7 @@ def apply_identity_and_privileges(process: Process, ops: SecurityOps | None = No
     ``process.capabilities`` of None leaves capabilities alone (steps 1, 2, 4, 5 are
     skipped); the kernel's usual rules then apply to the uid change.
     """
-    ops = ops or _default_ops()
+    ops = ops or linux_ops()
     caps = process.capabilities
     highest = ops.last_cap()
     # Every name is checked before the first change, so a bad spec changes nothing.

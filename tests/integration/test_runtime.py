@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from runtime.api import Runtime
-from runtime.errors import ConfigError, IllegalTransition, SetupError
+from runtime.errors import CgroupError, ConfigError, IllegalTransition, SetupError
 from runtime.shim import exit_record, spawn_shim
 from runtime.spec import ContainerConfig, convert, default_config
 from runtime.spec.model import Cpu, Memory, Pids, Resources
@@ -296,6 +296,36 @@ def test_failed_mount_leaves_nothing(rt: Runtime, busybox_rootfs: Path) -> None:
         rt.create("badmount", convert(data, busybox_rootfs).config)
     assert rt.containers() == []
     assert not rt.driver.cgroup(f"{rt.cgroup_parent}/badmount").exists()
+
+
+def test_a_namespace_the_init_cannot_join_fails_create_with_its_reason(
+        rt: Runtime, busybox_rootfs: Path, tmp_path: Path) -> None:
+    # The init fails (setns on a file that is no namespace) while the caller is still
+    # making the cgroup: the error is the init's, not the cgroup's "no such process".
+    not_a_namespace = tmp_path / "not-a-namespace"
+    not_a_namespace.write_text("")
+    data = default_config(["true"])
+    data["root"]["path"] = str(busybox_rootfs)
+    data["linux"]["namespaces"] = [
+        {"type": "network", "path": str(not_a_namespace)} if ns["type"] == "network" else ns
+        for ns in data["linux"]["namespaces"]]
+    with pytest.raises(SetupError, match="setns.*Invalid argument"):
+        rt.create("badns", convert(data, busybox_rootfs).config)
+    assert rt.containers() == []
+    assert not rt.driver.cgroup(f"{rt.cgroup_parent}/badns").exists()
+
+
+def test_a_cgroup_the_kernel_refuses_fails_create_and_ends_the_init(
+        rt: Runtime, busybox_rootfs: Path) -> None:
+    # The cgroup is made after the init's fork: a limit the kernel refuses must end
+    # the waiting init (the leak check fails the test on a stray process).
+    cfg = config(busybox_rootfs, "true")
+    cfg = cfg._replace(resources=cfg.resources._replace(
+        cpu=Cpu(cpus=f"{os.cpu_count() or 1}-{(os.cpu_count() or 1) + 64}")))
+    with pytest.raises(CgroupError, match="cpuset.cpus"):
+        rt.create("badcpus", cfg)
+    assert rt.containers() == []
+    assert not rt.driver.cgroup(f"{rt.cgroup_parent}/badcpus").exists()
 
 
 def test_duplicate_id_is_refused_and_the_first_kept(rt: Runtime, busybox_rootfs: Path) -> None:

@@ -13,8 +13,8 @@ The recorded status is refined against the kernel on every read: a container
 whose init has died is stopped whatever the file says.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: typing.NamedTuple compiles each string
+# annotation, a cost every podium-runtime command would pay on import.
 import json
 import os
 import re
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from runtime.errors import (
     ContainerExistsError,
@@ -127,7 +127,7 @@ class State(NamedTuple):
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str) -> State:
+    def from_json(cls, text: str) -> Self:
         data = json.loads(text)
         data["status"] = Status(data["status"])
         return cls(**data)

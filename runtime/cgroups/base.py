@@ -1,7 +1,7 @@
 """The one small interface every cgroup driver (v1, v2) implements."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: typing.NamedTuple compiles each string
+# annotation, a cost every podium-runtime command would pay on import.
 from typing import NamedTuple, Protocol
 
 from runtime.spec.model import Resources

@@ -80,6 +80,10 @@ class _Entry:
     removal: tuple[float | None] | None = None  # a REMOVE (its grace) that came meanwhile
     next_sync: float = 0.0  # clock time its next sync is due (with a sync period)
     published: pod_pb2.PodStatus | None = None  # ``status`` as ``_publish_one`` last saw it
+    # The Pod the view holds for this entry, and the (pod, status) it was made of: a
+    # step rebuilds only what changed, not a copy of every pod each time it wakes.
+    shown: pod_pb2.Pod | None = None
+    shown_of: tuple[pod_pb2.Pod, pod_pb2.PodStatus] | None = None
 
 
 class PodLoop:
@@ -150,8 +154,10 @@ class PodLoop:
             entry.next_sync = now + self.sync_period
             self._sync(entry)
             # Each pod's status is shown as soon as it is known, not after the
-            # whole batch: a burst of new pods must not wait for the slowest.
-            self._publish_one(entry)
+            # whole batch: a burst of new pods must not wait for the slowest. A
+            # worker hands back the same status object while nothing changed.
+            if entry.status is not entry.published or not self._shown(entry):
+                self._publish_one(entry)
         self._publish()
         self.last_step = self.clock()
 
@@ -260,9 +266,7 @@ class PodLoop:
 
     def _publish_one(self, entry: _Entry) -> None:
         entry.published = entry.status
-        pod = pod_pb2.Pod()
-        pod.CopyFrom(entry.pod)
-        pod.status.CopyFrom(entry.status)
+        pod = self._view_pod(entry)
         view = dict(self._view)  # readers hold the old dict: never change it in place
         view[entry.pod.metadata.uid] = pod
         self._view = view
@@ -284,15 +288,31 @@ class PodLoop:
             log.error("pod %s: reporting it stopped: %s", _name(entry.pod), e)
 
     def _publish(self) -> None:
-        view: dict[str, pod_pb2.Pod] = {}
         with self._lock:
             entries = list(self._entries.items())
-        for uid, entry in entries:
+        old = self._view
+        view = {uid: self._view_pod(entry) for uid, entry in entries}
+        # Readers hold the old dict: a new one only when a pod came, went or changed.
+        if len(view) != len(old) or any(old.get(uid) is not pod for uid, pod in view.items()):
+            self._view = view
+
+    def _shown(self, entry: _Entry) -> bool:
+        """Whether the view's pod for ``entry`` is made of its current pod and status."""
+        made = entry.shown_of
+        return made is not None and made[0] is entry.pod and made[1] is entry.status
+
+    def _view_pod(self, entry: _Entry) -> pod_pb2.Pod:
+        """The pod with its status as the view shows it, made again only on a change."""
+        # Read once: a starter thread may hand the entry a new status meanwhile.
+        source, status = entry.pod, entry.status
+        made = entry.shown_of
+        if entry.shown is None or made is None or made[0] is not source \
+                or made[1] is not status:
             pod = pod_pb2.Pod()
-            pod.CopyFrom(entry.pod)
-            pod.status.CopyFrom(entry.status)
-            view[uid] = pod
-        self._view = view
+            pod.CopyFrom(source)
+            pod.status.CopyFrom(status)
+            entry.shown, entry.shown_of = pod, (source, status)
+        return entry.shown
 
 
 def _pending() -> pod_pb2.PodStatus:

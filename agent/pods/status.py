@@ -10,7 +10,7 @@ conditions: Initialized (every init container completed), ContainersReady and Re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -51,6 +51,33 @@ def pod_phase(facts: PodFacts, init: Sequence[ContainerSlot],
     if any(c.run is None for c in app) or not facts.sandbox_ready:
         return "Pending"
     return "Running"
+
+
+def status_key(facts: PodFacts, init: Sequence[ContainerSlot],
+               app: Sequence[ContainerSlot], pod: pod_pb2.Pod) -> Hashable:
+    """Everything ``pod_status`` reads, as one value to compare: equal keys give equal
+    statuses. A worker syncs each running pod every loop period; comparing this is a
+    fraction of building the ``PodStatus`` (protobuf messages, timestamps) again.
+
+    The pod is held, not copied: the worker is handed a new Pod object for every
+    change, never one changed in place, and the same object compares by identity
+    before any field is read."""
+    return (facts, pod, tuple(_slot_key(c) for c in init),
+            tuple(_slot_key(c) for c in app))
+
+
+def _slot_key(c: ContainerSlot) -> Hashable:
+    return (c.name, c.index, c.init, c.done, c.restarts, c.waiting_reason,
+            c.waiting_message, c.image_id, _run_key(c.run), _run_key(c.last))
+
+
+def _run_key(run: ContainerRun | None) -> Hashable:
+    if run is None:
+        return None
+    probes = run.probes
+    return (run.container_id, run.started_at, run.exit, run.finished_at,
+            run.probe_failure,
+            None if probes is None else (probes.started, probes.ready))
 
 
 def pod_status(facts: PodFacts, init: Sequence[ContainerSlot],

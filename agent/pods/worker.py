@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -59,7 +59,7 @@ from agent.pods.spec import (
     pod_hostname,
     validate_pod,
 )
-from agent.pods.status import PodFacts, pod_status
+from agent.pods.status import PodFacts, pod_status, status_key
 from proto.podium.v1 import pod_pb2
 from runtime.errors import RuntimeError_
 from runtime.spec.model import ContainerConfig, Mount
@@ -94,6 +94,10 @@ class PodWorker:
         self.invalid = False
         self.terminated = False
         self.start_time = deps.wall()
+        # A running pod is synced every loop period; what did not change since the
+        # last sync is not worked out again (both are pure functions of their input).
+        self._validated: pod_pb2.Pod | None = None  # the pod ``volumes`` came from
+        self._status: tuple[Hashable, pod_pb2.PodStatus] | None = None
 
     @property
     def pod_dir(self) -> Path:
@@ -127,7 +131,9 @@ class PodWorker:
 
     def _prepare(self) -> bool:
         try:
-            self.volumes = validate_pod(self.pod, self.pod_dir)
+            if self._validated is not self.pod:
+                self.volumes = validate_pod(self.pod, self.pod_dir)
+                self._validated = self.pod
         except PodSpecError as e:
             self.invalid = True
             self.failure, self.failure_reason = str(e), "Invalid"
@@ -501,7 +507,11 @@ class PodWorker:
                          start_time=self.start_time, sandbox_ready=self.sandbox_ready,
                          invalid=self.invalid, terminated=self.terminated,
                          message=self.failure, reason=self.failure_reason)
-        return pod_status(facts, self.init, self.containers, self.pod)
+        key = status_key(facts, self.init, self.containers, self.pod)
+        if self._status is None or self._status[0] != key:
+            # The same object while nothing changed: the pod loop publishes it once.
+            self._status = (key, pod_status(facts, self.init, self.containers, self.pod))
+        return self._status[1]
 
     def _spec(self, c: ContainerSlot) -> pod_pb2.Container:
         spec = self.pod.spec

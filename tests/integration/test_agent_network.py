@@ -200,8 +200,9 @@ def test_sandbox_addresses_routes_and_files(node: Node) -> None:
     bridge = ip_json(node.netns, "addr", "show", "ptbr0")[0]
     assert ("10.88.7.1", 24) in {(a["local"], a["prefixlen"]) for a in bridge["addr_info"]}
     assert "UP" in bridge["flags"]
-    veth = ip_json(node.netns, "link", "show", pod.host_veth)[0]
+    veth = ip_json(node.netns, "-d", "link", "show", pod.host_veth)[0]
     assert veth["master"] == "ptbr0" and "UP" in veth["flags"]
+    assert veth["linkinfo"]["info_slave_data"]["hairpin"] is True
     assert len(pod.host_veth) <= 15 and pod.host_veth == host_veth_name("pt", "uid-a")
 
     assert links(pod.netns) == {"lo", "eth0"}
@@ -210,7 +211,8 @@ def test_sandbox_addresses_routes_and_files(node: Node) -> None:
         == [("10.88.7.2", 24)]
     assert "UP" in ip_json(pod.netns, "link", "show", "lo")[0]["flags"]
     routes = ip_json(pod.netns, "route", "show")
-    assert {"dst": "default", "gateway": "10.88.7.1", "dev": "eth0"}.items() <= routes[0].items()
+    assert {"dst": "default", "gateway": "10.88.7.1", "dev": "eth0",
+            "protocol": "static"}.items() <= routes[0].items()
 
     assert (pod.files / "hostname").read_text() == "web-a\n"
     assert "10.88.7.2\tweb-a\n" in (pod.files / "hosts").read_text()

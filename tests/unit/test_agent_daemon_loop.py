@@ -310,3 +310,27 @@ def test_a_finished_start_wakes_the_loop_and_is_reported_before_the_period() -> 
     stop = threading.Event()
     stop.set()
     loop.run(stop)  # shuts the starter down
+
+
+def test_an_unchanged_status_keeps_the_view_and_its_pods() -> None:
+    status = pod_pb2.PodStatus(phase="Running")
+
+    class Steady(FakeWorker):
+        def sync(self, pod: pod_pb2.Pod | None = None) -> pod_pb2.PodStatus:
+            super().sync(pod)
+            return status  # as PodWorker does while nothing changes
+
+    log: list[str] = []
+    source = FakeSource([[event(ADD, make_pod("web")), event(ADD, make_pod("db"))]])
+    loop = PodLoop(source, lambda pod: Steady(pod, log), clock=lambda: 5.0)
+    loop.step()
+    before = {p.metadata.name: p for p in loop.pods()}
+    loop.step()
+    assert log == ["sync web", "sync db", "sync web", "sync db"]
+    assert {p.metadata.name: p for p in loop.pods()} == before
+    assert all(p is before[p.metadata.name] for p in loop.pods())  # not copied again
+    source.batches.append([event(UPDATE, make_pod("web", image="busybox:2"))])
+    loop.step()
+    web = next(p for p in loop.pods() if p.metadata.name == "web")
+    assert web.spec.containers[0].image == "busybox:2" and web.status.phase == "Running"
+    assert next(p for p in loop.pods() if p.metadata.name == "db") is before["db"]

@@ -15,7 +15,8 @@ from google.protobuf import json_format
 from agent.errors import NetworkError
 from agent.network.podfiles import DnsConfig, PodDns
 from agent.pods.interfaces import ExitInfo
-from agent.pods.spec import ImageFacts, VolumeSource
+from agent.pods.spec import ImageFacts, VolumeSource, validate_pod
+from agent.pods.status import PodFacts, pod_status
 from agent.pods.worker import PodWorker, WorkerDeps
 from proto.podium.v1 import pod_pb2
 from runtime.errors import ContainerNotFound, SetupError
@@ -714,3 +715,43 @@ def test_the_sandbox_is_the_default_namespace_holder(world: World) -> None:
                       volumes=world.volumes, pods_dir=world.deps.pods_dir,
                       cgroup_parent="podium")
     assert deps.namespaces is sandbox and world.deps.namespaces is None
+
+
+def test_an_unchanged_pod_hands_back_the_same_status_and_a_change_a_new_one(
+        world: World) -> None:
+    worker = PodWorker(make_pod(), world.deps)
+    running = worker.sync()
+    assert state(running) == "running"
+    assert worker.sync() is running  # nothing changed: nothing built again
+    world.containers.exit("u1.app.1", 1)
+    exited = worker.sync()
+    assert exited is not running and exited.container_statuses[0].restart_count == 1
+    assert exited.container_statuses[0].last_state.terminated.exit_code == 1
+    # The same answer as a worker that never kept one would give.
+    fresh = pod_status(PodFacts(worker.pod_ip, "192.0.2.1", worker.start_time,
+                                worker.sandbox_ready, worker.invalid, worker.terminated),
+                       worker.init, worker.containers, worker.pod)
+    assert worker.sync() == fresh
+    updated = make_pod(containers=[{"name": "app", "image": "busybox:2"}])
+    assert worker.sync(updated).container_statuses[0].image == "busybox:2"
+
+
+def test_a_pod_is_validated_again_only_when_it_changes(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.pods.worker as worker_module
+
+    checked: list[pod_pb2.Pod] = []
+
+    def counting(pod: pod_pb2.Pod, pod_dir: Path) -> Any:
+        checked.append(pod)
+        return validate_pod(pod, pod_dir)
+
+    monkeypatch.setattr(worker_module, "validate_pod", counting)
+    worker = PodWorker(make_pod(), world.deps)
+    worker.sync()
+    worker.sync()
+    assert len(checked) == 1
+    worker.sync(make_pod(restartPolicy="Sometimes"))
+    assert len(checked) == 2
+    assert worker.sync().phase == "Failed"  # the new pod is the one checked
+    assert len(checked) == 2

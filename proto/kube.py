@@ -11,7 +11,8 @@ protobuf's JSON mapping as it is. This module handles the rest, in one place:
   number;
 - what the old API versions defaulted (an ``extensions/v1beta1`` Deployment
   without ``selector`` selects its template's labels);
-- errors that name the file, the document, the field path and the line;
+- errors that name the file, the document, the field path and the line (the
+  files are read by ``proto.documents``, which keeps each field's line);
   fields Kubernetes has and podium ignores become warnings.
 
     docs = load_documents(text, "app.yaml")        # ManifestError on bad YAML
@@ -28,21 +29,24 @@ path with indices is what finds the line.
 from __future__ import annotations
 
 import difflib
-import json
-import re
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-import yaml
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from proto.documents import (
+    Document,
+    ManifestError,
+    Path,
+    error,
+    json_type,
+    load_documents,
+    located,
+)
 from proto.podium.v1 import cluster_pb2, meta_pb2
 from proto.quantity import QuantityError, parse_quantity
-
-Path = tuple[str | int, ...]
 
 __all__ = [
     "API_VERSIONS",
@@ -54,22 +58,6 @@ __all__ = [
     "to_manifest",
     "to_object",
 ]
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot become an object; the message says where, on one line."""
-
-
-class Document(NamedTuple):
-    """One object's manifest as read from a file, with what locates it there."""
-
-    filename: str
-    number: int  # 1-based, counting every document of the file
-    body: dict[str, Any]
-    # Every path in the document (from the document's root) -> its 1-based line.
-    lines: dict[Path, int]
-    # Where ``body`` sits in the document: () or ("items", 3) for a List item.
-    prefix: Path = ()
 
 
 class Converted(NamedTuple):
@@ -265,286 +253,223 @@ _INT64_TYPES = frozenset(
 )
 
 
-# --- reading files -----------------------------------------------------------
-
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """SafeLoader that leaves timestamps as the strings protobuf's JSON parser reads."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _node_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                child = (*path, key.value)
-                _node_lines(value, child, lines)
-                lines[child] = key.start_mark.line + 1  # the key's line, not the value's
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _node_lines(item, (*path, index), lines)
-
-
-def _yaml_documents(text: str, filename: str) -> Iterator[tuple[Any, dict[Path, int]]]:
-    loader = _Loader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            lines: dict[Path, int] = {}
-            if node is not None:
-                _node_lines(node, (), lines)
-            yield loader.construct_document(node), lines
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = err.problem or err.context or "not valid YAML"
-        raise ManifestError(f"{filename}{where}: {problem}") from None
-    except yaml.YAMLError as err:
-        raise ManifestError(f"{filename}: not valid YAML: {err}") from None
-    finally:
-        loader.dispose()
-
-
-_LOOKS_LIKE_JSON = re.compile(r'\s*(\[|\{\s*["}])')
-
-
-def _json_documents(text: str, filename: str) -> list[tuple[Any, dict[Path, int]]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ManifestError(
-            f"{filename}, line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from None
-    try:  # JSON is YAML, so YAML's node marks give the lines.
-        lines = next(iter(_yaml_documents(text, filename)))[1]
-    except (ManifestError, StopIteration):  # JSON that YAML 1.1 reads otherwise
-        lines = {}
-    return [(data, lines)]
-
-
-def load_documents(text: str, filename: str = "<stdin>") -> list[Document]:
-    """The objects of a YAML (several documents) or JSON file, List kinds expanded.
-
-    Empty documents are skipped but counted, so document numbers match the
-    file. Raises ManifestError for a syntax error (with line and column) or a
-    document that is not a mapping.
-    """
-    # JSON object keys are quoted; flow-style YAML ({apiVersion: v1}) also
-    # starts with a brace but goes to the YAML reader.
-    if _LOOKS_LIKE_JSON.match(text):
-        raw = _json_documents(text, filename)
-    else:
-        raw = list(_yaml_documents(text, filename))
-    documents: list[Document] = []
-    for number, (data, lines) in enumerate(raw, start=1):
-        if data is None:
-            continue
-        where = f"{filename}, document {number}"
-        if not isinstance(data, dict):
-            raise ManifestError(f"{where}: expected a mapping, found {_json_type(data)}")
-        documents.extend(_expand_list(Document(filename, number, data, lines)))
-    return documents
-
-
-def _expand_list(doc: Document) -> list[Document]:
-    kind = doc.body.get("kind")
-    if not (isinstance(kind, str) and kind.endswith("List") and "items" in doc.body):
-        return [doc]
-    items = doc.body["items"] or []
-    if not isinstance(items, list):
-        raise _error(doc, ("items",), f"expected a list, found {_json_type(items)}")
-    # A typed list (PodList) may leave apiVersion and kind out of its items.
-    item_kind = kind[: -len("List")] or None
-    expanded = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise _error(doc, ("items", index), f"expected a mapping, found {_json_type(item)}")
-        if item_kind is not None:
-            item = {"apiVersion": doc.body.get("apiVersion"), "kind": item_kind, **item}
-        expanded.append(doc._replace(body=item, prefix=("items", index)))
-    return expanded
-
-
 # --- manifest -> object ------------------------------------------------------
 
+class _Field(NamedTuple):
+    """What the walk needs of one field, worked out once per field (a descriptor's
+    attributes are computed on every access)."""
 
-def _format_path(path: Path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _line(doc: Document, path: Path) -> int | None:
-    full = doc.prefix + path
-    while True:
-        if full in doc.lines:
-            return doc.lines[full]
-        if not full:
-            return None
-        full = full[:-1]
+    name: str  # the proto name: getattr/setattr on the message
+    json_name: str
+    oneof: str | None  # a real oneof's name; proto3 optional's synthetic ones are None
+    type: int  # FieldDescriptor.TYPE_*
+    message: Descriptor | None
+    special: str  # "" or the full name of IntOrString or Timestamp
+    repeated: bool
+    quantity: bool
+    map_value: _Field | None  # a map field's value; None: not a map
 
 
-def _located(doc: Document, path: Path, what: str, line_of: Path | None = None) -> str:
-    where = f"{doc.filename}, document {doc.number}: "
-    field = _format_path(doc.prefix + path)
-    at = path if line_of is None else line_of
-    line = _line(doc, at) if at or doc.prefix else None
-    suffix = f" (line {line})" if line is not None else ""
-    return f"{where}{field + ': ' if field else ''}{what}{suffix}"
+class _Table(NamedTuple):
+    fields: dict[Any, _Field]  # by JSON name, and by proto name
+    known: list[str]  # the JSON names, in declaration order, for "did you mean"
 
 
-def _error(doc: Document, path: Path, what: str, line_of: Path | None = None) -> ManifestError:
-    return ManifestError(_located(doc, path, what, line_of))
+def _field(field: FieldDescriptor) -> _Field:
+    message = field.message_type
+    map_value = None
+    if message is not None and message.GetOptions().map_entry:
+        map_value = _field(message.fields_by_name["value"])
+    oneof = field.containing_oneof
+    special = message.full_name if message is not None else ""
+    return _Field(
+        name=field.name,
+        json_name=field.json_name,
+        oneof=oneof.name if oneof is not None and not oneof.name.startswith("_") else None,
+        type=field.type,
+        message=message,
+        special=special if special in (_INT_OR_STRING, _TIMESTAMP) else "",
+        repeated=field.is_repeated,
+        quantity=field.full_name in _QUANTITY_FIELDS,
+        map_value=map_value,
+    )
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"a number ({value!r})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+# Message full name -> its table; filled as messages are first met, on any thread
+# (two threads making the same table both make an equal one).
+_TABLES: dict[str, _Table] = {}
+
+
+def _table(descriptor: Descriptor) -> _Table:
+    table = _TABLES.get(descriptor.full_name)
+    if table is None:
+        fields = [_field(f) for f in descriptor.fields]
+        # A JSON name wins over a proto name that happens to be spelled the same.
+        by_key: dict[Any, _Field] = {f.name: f for f in fields}
+        by_key.update((f.json_name, f) for f in fields)
+        table = _TABLES[descriptor.full_name] = _Table(by_key, [f.json_name for f in fields])
+    return table
 
 
 class _Walk:
-    """Validates a manifest against a message descriptor and rewrites it for ParseDict."""
+    """Validates a manifest against a message descriptor, filling the message as it goes.
+
+    The fields are set directly rather than through ``json_format.ParseDict``: the
+    walk checks every value's JSON type anyway, and a second walk over the same
+    tree was half of a conversion's time.
+    """
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.warnings: list[str] = []
 
-    def message(self, value: Any, descriptor: Descriptor, path: Path) -> dict[str, Any]:
+    def message(self, value: Any, descriptor: Descriptor, path: Path, target: Message) -> None:
         if not isinstance(value, dict):
-            raise _error(self.doc, path, f"expected a mapping, found {_json_type(value)}")
-        fields = {f.json_name: f for f in descriptor.fields}
-        by_proto_name = {f.name: f for f in descriptor.fields}
-        out: dict[str, Any] = {}
+            raise error(self.doc, path, f"expected a mapping, found {json_type(value)}")
+        table = _table(descriptor)
         oneofs: dict[str, str] = {}
+        filled: set[str] = set()
         for key, item in value.items():
             child = (*path, key)
-            field = fields.get(key) or by_proto_name.get(str(key))
+            field = table.fields.get(key) if isinstance(key, str) else None
             if field is None:
-                self._unknown(descriptor, key, child, list(fields))
+                self._unknown(descriptor, key, child, table.known)
                 continue
             if item is None:  # null means unset, as in Kubernetes
                 continue
-            oneof = field.containing_oneof
-            if oneof is not None and not oneof.name.startswith("_"):
-                if oneof.name in oneofs:
-                    raise _error(
-                        self.doc, child, f"only one of {oneofs[oneof.name]} and {key} may be set"
+            if field.oneof is not None:
+                if field.oneof in oneofs:
+                    raise error(
+                        self.doc, child, f"only one of {oneofs[field.oneof]} and {key} may be set"
                     )
-                oneofs[oneof.name] = str(key)
-            out[field.json_name] = self.field(item, field, child)
-        return out
+                oneofs[field.oneof] = key
+            if field.name in filled:
+                # The field spelled both ways (restartPolicy, restart_policy): the
+                # later one is the field's value, not added to the earlier.
+                target.ClearField(field.name)
+            filled.add(field.name)
+            self.field(item, field, child, target)
 
     def _unknown(self, descriptor: Descriptor, key: Any, path: Path, known: list[str]) -> None:
         name = descriptor.full_name
         if key in _REJECTED.get(name, ()):
-            raise _error(self.doc, path, "not supported by podium")
+            raise error(self.doc, path, "not supported by podium")
         if key in _IGNORED.get(name, ()):
-            self.warnings.append(_located(self.doc, path, "not supported by podium, ignored"))
+            self.warnings.append(located(self.doc, path, "not supported by podium, ignored"))
             return
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f', did you mean "{close[0]}"?' if close else ""
-        raise _error(self.doc, path, f"unknown field{hint}")
+        raise error(self.doc, path, f"unknown field{hint}")
 
-    def field(self, value: Any, field: FieldDescriptor, path: Path) -> Any:
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+    def field(self, value: Any, field: _Field, path: Path, target: Message) -> None:
+        entry = field.map_value
+        if entry is not None:
             if not isinstance(value, dict):
-                raise _error(self.doc, path, f"expected a mapping, found {_json_type(value)}")
-            value_field = field.message_type.fields_by_name["value"]
-            quantity = field.full_name in _QUANTITY_FIELDS
-            out = {}
+                raise error(self.doc, path, f"expected a mapping, found {json_type(value)}")
+            container: Any = getattr(target, field.name)
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise _error(self.doc, path, f"key {key!r} must be a string")
-                out[key] = self.single(item, value_field, (*path, key), quantity)
-            return out
-        if field.is_repeated:
+                    raise error(self.doc, path, f"key {key!r} must be a string")
+                child = (*path, key)
+                self._text(key, child)
+                if entry.message is not None:
+                    self.into(item, entry, child, container[key])
+                else:
+                    container[key] = self.scalar(item, entry, child, field.quantity)
+            return
+        if field.repeated:
             if not isinstance(value, list):
-                raise _error(self.doc, path, f"expected a list, found {_json_type(value)}")
-            return [self.single(v, field, (*path, i)) for i, v in enumerate(value)]
-        return self.single(value, field, path, field.full_name in _QUANTITY_FIELDS)
+                raise error(self.doc, path, f"expected a list, found {json_type(value)}")
+            container = getattr(target, field.name)
+            if field.message is not None:
+                for i, v in enumerate(value):
+                    self.into(v, field, (*path, i), container.add())
+            else:
+                container.extend([self.scalar(v, field, (*path, i)) for i, v in enumerate(value)])
+            return
+        if field.message is not None:
+            sub = getattr(target, field.name)
+            sub.SetInParent()  # set even when empty ({}), as ParseDict does
+            self.into(value, field, path, sub)
+        else:
+            setattr(target, field.name, self.scalar(value, field, path, field.quantity))
 
-    def single(self, value: Any, field: FieldDescriptor, path: Path, quantity: bool = False) -> Any:
-        message = field.message_type
-        if message is not None:
-            if message.full_name == _INT_OR_STRING and not isinstance(value, dict):
-                if isinstance(value, bool) or not isinstance(value, (int, str)):
-                    raise _error(
-                        self.doc, path, f"expected a number or a string, found {_json_type(value)}"
-                    )
-                if isinstance(value, int):
-                    self._check_int(value, FieldDescriptor.TYPE_INT32, path)
-                    return {"intValue": value}
-                return {"strValue": value}
-            if message.full_name == _TIMESTAMP:
-                return self._timestamp(value, path)
-            return self.message(value, message, path)
+    def into(self, value: Any, field: _Field, path: Path, target: Message) -> None:
+        """Fill ``target``, a message of ``field``'s type, from ``value``."""
+        if field.special == _INT_OR_STRING and not isinstance(value, dict):
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise error(
+                    self.doc, path, f"expected a number or a string, found {json_type(value)}"
+                )
+            if isinstance(value, int):
+                self._check_int(value, FieldDescriptor.TYPE_INT32, path)
+                target.int_value = value  # type: ignore[attr-defined]
+            else:
+                target.str_value = self._text(value, path)  # type: ignore[attr-defined]
+            return
+        if field.special == _TIMESTAMP:
+            self._timestamp(value, path, target)
+            return
+        assert field.message is not None
+        self.message(value, field.message, path, target)
+
+    def scalar(self, value: Any, field: _Field, path: Path, quantity: bool = False) -> Any:
         kind = field.type
         if kind == FieldDescriptor.TYPE_BOOL:
             if not isinstance(value, bool):
-                raise _error(self.doc, path, f"expected true or false, found {_json_type(value)}")
+                raise error(self.doc, path, f"expected true or false, found {json_type(value)}")
             return value
         if kind in _INT_RANGES:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise _error(self.doc, path, f"expected an integer, found {_json_type(value)}")
+                raise error(self.doc, path, f"expected an integer, found {json_type(value)}")
             self._check_int(value, kind, path)
             return value
         if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise _error(self.doc, path, f"expected a number, found {_json_type(value)}")
+                raise error(self.doc, path, f"expected a number, found {json_type(value)}")
             return value
         # string, bytes and (unused) enums
         if quantity and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str):
-            raise _error(self.doc, path, f"expected a string, found {_json_type(value)}")
+            raise error(self.doc, path, f"expected a string, found {json_type(value)}")
         if quantity and not _is_quantity(value):
-            raise _error(self.doc, path, f"{value!r} is not a quantity (e.g. 500m, 128Mi, 2)")
+            raise error(self.doc, path, f"{value!r} is not a quantity (e.g. 500m, 128Mi, 2)")
+        return self._text(value, path)
+
+    def _text(self, value: str, path: Path) -> str:
+        # JSON's \ud800 escapes read as lone surrogates, which protobuf's strings
+        # (UTF-8) cannot hold.
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise error(self.doc, path, "not valid Unicode (an unpaired surrogate)") from None
         return value
 
     def _check_int(self, value: int, kind: int, path: Path) -> None:
         low, high = _INT_RANGES[kind]
         if not low <= value <= high:
-            raise _error(self.doc, path, f"{value} is out of range ({low} to {high})")
+            raise error(self.doc, path, f"{value} is out of range ({low} to {high})")
 
-    def _timestamp(self, value: Any, path: Path) -> str:
+    def _timestamp(self, value: Any, path: Path, target: Message) -> None:
         if not isinstance(value, str):
-            raise _error(self.doc, path, f"expected an RFC 3339 time, found {_json_type(value)}")
+            raise error(self.doc, path, f"expected an RFC 3339 time, found {json_type(value)}")
         try:
-            Timestamp().FromJsonString(value)
+            target.FromJsonString(value)  # type: ignore[attr-defined]
         except ValueError:
-            raise _error(
+            raise error(
                 self.doc, path, f"{value!r} is not an RFC 3339 time (2024-05-01T12:00:00Z)"
             ) from None
-        return value
 
 
 def _kind_of(doc: Document) -> tuple[str, str]:
     api_version, kind = doc.body.get("apiVersion"), doc.body.get("kind")
     for name, value in (("apiVersion", api_version), ("kind", kind)):
         if value is None:
-            raise _error(doc, (), f"{name} is missing")
+            raise error(doc, (), f"{name} is missing")
         if not isinstance(value, str):
-            raise _error(doc, (name,), f"expected a string, found {_json_type(value)}")
+            raise error(doc, (name,), f"expected a string, found {json_type(value)}")
     assert isinstance(api_version, str) and isinstance(kind, str)
     if kind in API_VERSIONS.get(api_version, ()):
         return api_version, kind
@@ -554,7 +479,7 @@ def _kind_of(doc: Document) -> tuple[str, str]:
     else:
         kinds = ", ".join(API_VERSIONS[api_version])
         what = f'kind "{kind}" of apiVersion "{api_version}" is not supported (it has {kinds})'
-    raise _error(doc, (), what, line_of=("kind",))
+    raise error(doc, (), what, line_of=("kind",))
 
 
 def _apply_old_defaults(api_version: str, kind: str, body: dict[str, Any]) -> None:
@@ -578,15 +503,12 @@ def to_object(doc: Document) -> Converted:
     _apply_old_defaults(api_version, kind, body)
     field, message = _KIND_FIELDS[kind]
     walk = _Walk(doc)
-    rewritten = walk.message(body, message, ())
     envelope = cluster_pb2.Object()
-    try:
-        json_format.ParseDict(rewritten, getattr(envelope, field.name))
-    except json_format.ParseError as err:  # the walk should have caught it first
-        raise _error(doc, (), str(err).splitlines()[0]) from None
+    target = getattr(envelope, field.name)
     # getattr on a oneof message field does not select it; an empty object would
     # otherwise leave the envelope empty.
-    getattr(envelope, field.name).SetInParent()
+    target.SetInParent()
+    walk.message(body, message, (), target)
     return Converted(envelope, kind, api_version, tuple(walk.warnings))
 
 

@@ -377,3 +377,25 @@ def test_field_tables_name_real_messages() -> None:
         for message, names in table.items():
             known = {f.json_name for f in pool.FindMessageTypeByName(message).fields}
             assert not names & known, (message, names & known)
+
+
+def test_a_field_spelled_both_ways_takes_the_later_value_whole() -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "a", "image": "x"}],
+                    "init_containers": [{"name": "i1", "image": "x"}],
+                    "initContainers": [{"name": "i2", "image": "x"}]}}
+    (converted,) = kube.load_objects(json.dumps(pod), "p.json")
+    assert [c.name for c in converted.object.pod.spec.init_containers] == ["i2"]
+
+
+def test_an_unpaired_surrogate_is_an_error_naming_its_field() -> None:
+    text = '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p\\ud800"}}'
+    # (No line: YAML, which finds the lines, refuses the escape.)
+    assert _error(text, "p.json") == (
+        "p.json, document 1: metadata.name: not valid Unicode (an unpaired surrogate)")
+
+
+def test_an_empty_message_is_set() -> None:
+    (converted,) = kube.load_objects(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {}\n")
+    assert converted.object.pod.spec.HasField("security_context")

@@ -51,7 +51,8 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _STATIC_UID_NAMESPACE = uuid.UUID("5c0d4f1e-8f3a-4b6e-9a57-0d1b2c3e4f50")
 # A file modified this recently may change again within the filesystem's
 # timestamp granularity without its stat changing, so it is re-read (and
-# re-hashed) on every scan until it is older than this.
+# re-hashed) until a read comes this long after its modification: at every scan
+# without inotify; with it, when an event names the file and once the time is up.
 _RACY_SECONDS = 2.0
 
 
@@ -114,7 +115,8 @@ class _Pod(NamedTuple):
 
 @dataclass
 class _File:
-    stat: tuple[int, int, int] | None = None  # (mtime_ns, size, inode); None: re-read
+    stat: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) when last read
+    racy: bool = False  # last read too soon after its modification to trust ``stat``
     digest: str = ""
     pods: dict[PodKey, _Pod] = field(default_factory=dict)
     error: str = ""  # the last ERROR reported, so it is reported once
@@ -141,6 +143,7 @@ class StaticManifestSource:
         self._clock = clock
         self._next_scan: float | None = None
         self._files: dict[str, _File] = {}
+        self._paths: dict[str, str] = {}  # name in the directory -> its path
         self._missing_reported = False
         self._watching = watch
         self._watch: DirectoryWatch | None = None
@@ -148,11 +151,15 @@ class StaticManifestSource:
 
     def poll(self) -> list[PodEvent]:
         now = self._clock()
-        changed = self._watch is not None and self._watch.changed()
+        named: set[str] | None = None
+        changed = False
+        if self._watch is not None:
+            named = self._watch.changes()
+            changed = named is None or bool(named)
         if not changed and self._next_scan is not None and now < self._next_scan:
             return []
         self._next_scan = now + self.poll_interval
-        return self.scan()
+        return self._scan(named if self._watch is not None else None)
 
     def fileno(self) -> int | None:
         """The inotify descriptor, readable when the directory changed; None without."""
@@ -188,8 +195,16 @@ class StaticManifestSource:
         return [p.pod for state in self._files.values() for p in state.pods.values()]
 
     def scan(self) -> list[PodEvent]:
+        return self._scan(None)
+
+    def _scan(self, named: set[str] | None) -> list[PodEvent]:
+        """``named``: the entries inotify saw change since the last scan (None: not
+        known), whose stat may not show it."""
         if self._watching:
+            watch = self._watch
             self._start_watching()
+            if self._watch is not watch:  # a new watch saw nothing before it began
+                named = None
         try:
             names = sorted(os.listdir(self.directory))
         except OSError as err:
@@ -201,35 +216,38 @@ class StaticManifestSource:
             message = f"static pod directory {self.directory}: {err.strerror or err}"
             return [PodEvent(PodEventType.ERROR, None, str(self.directory), message)]
         self._missing_reported = False
-        present = [
-            str(self.directory / name)
+        # Each name's path made once (a path per name per scan was most of a scan).
+        known = self._paths
+        self._paths = {
+            name: known.get(name) or str(self.directory / name)
             for name in names
             if not name.startswith(".") and name.endswith(MANIFEST_SUFFIXES)
-        ]
+        }
+        present = self._paths
         events: list[PodEvent] = []
-        for path in sorted(set(self._files) - set(present)):
+        for path in sorted(set(self._files) - set(present.values())):
             gone = self._files.pop(path)
             events.extend(PodEvent(PodEventType.REMOVE, p.pod, path) for p in gone.pods.values())
-        for path in present:
-            events.extend(self._scan_file(path))
+        for name, path in present.items():
+            events.extend(self._scan_file(path, named is None or name in named))
         return events
 
-    def _scan_file(self, path: str) -> list[PodEvent]:
+    def _scan_file(self, path: str, named: bool) -> list[PodEvent]:
         state = self._files.setdefault(path, _File())
         try:
             st = os.stat(path)
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
             # A file in error is re-read on every scan: a conflict with
             # another file can clear without this file changing.
-            if state.stat == key and not state.error:
+            if state.stat == key and not state.error and not self._reread(state, st, named):
                 return []
             data = Path(path).read_bytes()
         except FileNotFoundError:  # removed between listdir and stat: next scan
             return []
         except OSError as err:
             return self._failed(path, state, f"{path}: cannot read: {err.strerror or err}")
-        racy = time.time_ns() - st.st_mtime_ns < _RACY_SECONDS * 1e9
-        state.stat = None if racy else key
+        state.stat = key
+        state.racy = time.time_ns() - st.st_mtime_ns < _RACY_SECONDS * 1e9
         digest = hashlib.sha256(data).hexdigest()
         if digest == state.digest and not state.error:
             return []
@@ -240,6 +258,16 @@ class StaticManifestSource:
             return self._failed(path, state, str(err))
         state.error = ""
         return self._diff(path, state, wanted)
+
+    @staticmethod
+    def _reread(state: _File, st: os.stat_result, named: bool) -> bool:
+        """Whether a file whose stat is as last read may have changed all the same."""
+        if not state.racy:
+            return False
+        # inotify names a file written since the last scan. What it cannot see (a
+        # write through a symlink or another hard link) the read once the racy
+        # window is over catches.
+        return named or time.time_ns() - st.st_mtime_ns >= _RACY_SECONDS * 1e9
 
     def _parse(self, path: str, data: bytes) -> dict[PodKey, _Pod]:
         name = os.path.basename(path)

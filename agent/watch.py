@@ -7,7 +7,8 @@ waiting out the period, so a pod's start is not delayed by polling.
     Waker            ``wake()`` from any thread (or a signal handler); ``wait`` in
                      the loop, on the pipe and any other descriptors, with a timeout
     DirectoryWatch   inotify on one directory: readable when an entry is made,
-                     written, renamed or removed; ``changed()`` drains it
+                     written, renamed or removed; ``changes()`` drains it and
+                     names those entries
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +32,7 @@ IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
 IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 _MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
@@ -89,14 +92,42 @@ class DirectoryWatch:
 
     def changed(self) -> bool:
         """Whether anything happened in the directory since the last call (reads the
-        events without blocking; which ones does not matter: the source rescans)."""
-        seen = False
+        events without blocking)."""
+        names = self.changes()
+        return names is None or bool(names)
+
+    def changes(self) -> set[str] | None:
+        """The names of the entries made, written, renamed or removed since the last
+        call (reads the events without blocking); None when that is not known: the
+        kernel's queue overflowed and dropped events, or the directory itself was
+        removed or moved."""
+        names: set[str] | None = set()
         try:
-            while os.read(self.fd, 65536):
-                seen = True
+            while data := os.read(self.fd, 65536):
+                names = _event_names(data, names)
         except BlockingIOError:
             pass
-        return seen
+        return names
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+# struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len] (NUL-padded).
+_EVENT = struct.Struct("iIII")
+
+
+def _event_names(data: bytes, names: set[str] | None) -> set[str] | None:
+    """``names`` with those the events in ``data`` add; None once one names nothing
+    (an overflow, or an event of the watched directory itself)."""
+    offset = 0
+    while offset + _EVENT.size <= len(data):
+        _, mask, _, length = _EVENT.unpack_from(data, offset)
+        start = offset + _EVENT.size
+        offset = start + length
+        name = data[start:offset].rstrip(b"\0")
+        if mask & IN_Q_OVERFLOW or not name:
+            names = None
+        elif names is not None:
+            names.add(os.fsdecode(name))
+    return names

@@ -3,14 +3,17 @@ static source scanning at once when its directory changes."""
 
 from __future__ import annotations
 
+import os
 import select
+import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from agent.sources import PodEventType, StaticManifestSource
+from agent import sources
+from agent.sources import PodEvent, PodEventType, StaticManifestSource
 from agent.watch import DirectoryWatch, Waker
 
 POD = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n"
@@ -100,5 +103,108 @@ def test_a_watching_source_starts_watching_once_its_directory_exists(tmp_path: P
         assert source.fileno() is not None
         (directory / "web.yaml").write_text(POD.format(name="web"))
         assert select.select([source.fileno()], [], [], LONG)[0]
+    finally:
+        source.close()
+
+
+def test_the_watch_names_the_entries_that_changed(tmp_path: Path) -> None:
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    watch = DirectoryWatch(directory)
+    try:
+        assert watch.changes() == set()
+        (directory / ".a.tmp").write_text("x")
+        (directory / ".a.tmp").rename(directory / "a.yaml")
+        (directory / "b.yaml").write_text("y")
+        assert select.select([watch], [], [], LONG)[0]
+        assert watch.changes() == {".a.tmp", "a.yaml", "b.yaml"}
+        assert watch.changes() == set()  # drained
+        for name in ("a.yaml", "b.yaml"):
+            (directory / name).unlink()
+        directory.rmdir()  # an event of the directory itself: which entries is unknown
+        assert select.select([watch], [], [], LONG)[0]
+        assert watch.changes() is None
+    finally:
+        watch.close()
+
+
+def test_an_overflowed_queue_names_nothing() -> None:
+    from agent.watch import IN_MODIFY, IN_Q_OVERFLOW, _event_names
+
+    def event(mask: int, name: bytes) -> bytes:
+        padded = name + b"\0" * (-len(name) % 16) if name else b""
+        return struct.pack("iIII", 1, mask, 0, len(padded)) + padded
+
+    assert _event_names(event(IN_MODIFY, b"a.yaml") + event(IN_MODIFY, b"bb.yaml"),
+                        set()) == {"a.yaml", "bb.yaml"}
+    assert _event_names(event(IN_MODIFY, b"a.yaml") + event(IN_Q_OVERFLOW, b""), set()) is None
+    assert _event_names(event(IN_MODIFY, b"a.yaml"), None) is None
+
+
+RACY_POD = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n"
+            "spec:\n  containers:\n  - name: main\n    image: busybox:{tag}\n")
+
+
+def rewrite_keeping_the_stat(path: Path, text: str) -> None:
+    """Rewrite ``path`` in place as a second write within one timestamp tick would:
+    the same inode, size and modification time."""
+    before = os.stat(path)
+    with open(path, "r+") as f:
+        f.write(text)
+        f.truncate()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def images(events: list[PodEvent]) -> list[tuple[PodEventType, str]]:
+    return [(e.type, e.pod.spec.containers[0].image) for e in events if e.pod is not None]
+
+
+def test_a_rewrite_within_one_timestamp_tick_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "_RACY_SECONDS", 3600.0)  # every file written is racy
+    now = [100.0]  # a clock that never moves: only the watch can cause a scan
+    watching = StaticManifestSource(tmp_path, poll_interval=60, clock=lambda: now[0],
+                                    watch=True)
+    polling = StaticManifestSource(tmp_path, poll_interval=60, clock=lambda: now[0])
+    try:
+        assert watching.poll() == [] and polling.poll() == []
+        fd = watching.fileno()
+        assert fd is not None
+        (tmp_path / "web.yaml").write_text(RACY_POD.format(tag="1"))
+        assert select.select([fd], [], [], LONG)[0]
+        assert images(watching.poll()) == [(PodEventType.ADD, "busybox:1")]
+        now[0] += 60
+        assert images(polling.poll()) == [(PodEventType.ADD, "busybox:1")]
+        assert watching.poll() == []  # nothing happened, nothing is read
+
+        rewrite_keeping_the_stat(tmp_path / "web.yaml", RACY_POD.format(tag="2"))
+        assert select.select([fd], [], [], LONG)[0]
+        assert images(watching.poll()) == [(PodEventType.UPDATE, "busybox:2")]
+        now[0] += 60
+        assert images(polling.poll()) == [(PodEventType.UPDATE, "busybox:2")]
+    finally:
+        watching.close()
+
+
+def test_a_rewrite_the_watch_cannot_see_is_read_when_the_racy_window_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "_RACY_SECONDS", 3600.0)
+    directory = tmp_path / "manifests"
+    directory.mkdir()
+    # Written through another hard link: inotify tells the other link's directory.
+    elsewhere = tmp_path / "web.yaml"
+    elsewhere.write_text(RACY_POD.format(tag="1"))
+    os.link(elsewhere, directory / "web.yaml")
+    source = StaticManifestSource(directory, poll_interval=0, watch=True)
+    try:
+        assert images(source.poll()) == [(PodEventType.ADD, "busybox:1")]
+        rewrite_keeping_the_stat(elsewhere, RACY_POD.format(tag="2"))
+        assert source.poll() == []  # neither the watch nor the stat shows it
+        monkeypatch.setattr(sources, "_RACY_SECONDS", 0.0)  # the window is over
+        assert images(source.poll()) == [(PodEventType.UPDATE, "busybox:2")]
+        assert source.poll() == []  # and the file is trusted from now on
     finally:
         source.close()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,23 +79,57 @@ _WORDS = {"net": "network", "ipc": "ipc", "uts": "uts"}
 def create_namespace(path: Path, kind: str = "net", hostname: str | None = None) -> None:
     """Make a new ``kind`` namespace (net, ipc or uts) and bind it at ``path``
     (which must not exist); a new UTS namespace gets ``hostname``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    where = f"{_WORDS[kind]} namespace {path}"
+    create_namespaces({kind: path}, hostname)
+
+
+def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None) -> None:
+    """Make a new namespace of each kind in ``paths`` (net, ipc, uts) and bind it at
+    its path (which must not exist); a new UTS namespace gets ``hostname``.
+
+    One thread and one unshare for all of them (a pod's IPC and UTS namespaces are
+    made at every pod start, so a thread and a system call each count). All or
+    none: on a failure what this call made is removed.
+    """
+    flags = 0
+    for kind, path in paths.items():
+        flags |= NAMESPACE_FLAGS[kind]
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def where(kind: str) -> str:
+        return f"{_WORDS[kind]} namespace {paths[kind]}"
 
     def make() -> None:
+        made: list[Path] = []
         try:
-            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
-        except OSError as e:
-            raise NetworkError(f"{where}: {e.strerror}") from e
-        try:
-            _syscalls.unshare(NAMESPACE_FLAGS[kind])
-            if hostname is not None:
-                _syscalls.sethostname(hostname)
-            own = f"/proc/self/task/{threading.get_native_id()}/ns/{kind}"
-            _syscalls.mount(own, str(path), None, MS_BIND, None)
-        except OSError as e:
-            path.unlink(missing_ok=True)
-            raise NetworkError(f"{where}: {e.strerror}") from e
+            for kind, path in paths.items():
+                try:
+                    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                     0))
+                except OSError as e:
+                    raise NetworkError(f"{where(kind)}: {e.strerror}") from e
+                made.append(path)
+            first = next(iter(paths))
+            try:
+                _syscalls.unshare(flags)
+            except OSError as e:
+                raise NetworkError(f"{where(first)}: {e.strerror}") from e
+            if hostname is not None and "uts" in paths:
+                try:
+                    _syscalls.sethostname(hostname)
+                except OSError as e:
+                    raise NetworkError(f"{where('uts')}: {e.strerror}") from e
+            tid = threading.get_native_id()
+            for kind, path in paths.items():
+                try:
+                    _syscalls.mount(f"/proc/self/task/{tid}/ns/{kind}", str(path), None,
+                                    MS_BIND, None)
+                except OSError as e:
+                    raise NetworkError(f"{where(kind)}: {e.strerror}") from e
+        except BaseException:
+            for path in made:
+                with suppress(NetworkError):  # the first failure is the one to tell
+                    remove_namespace(path)  # bound or still a bare file: both go
+            raise
 
     _in_thread(make)
 

@@ -38,7 +38,7 @@ from agent.network.config import NetworkConfig, check_config, check_pod_uid, hos
 from agent.network.ipam import HostLocalIPAM
 from agent.network.nat import NatTable
 from agent.network.netns import (
-    create_namespace,
+    create_namespaces,
     create_netns,
     is_netns,
     remove_namespace,
@@ -237,21 +237,13 @@ class PodNetwork:
         as with hostNetwork). Made if missing, kept if there; on a failure what this
         call made is removed."""
         held = self.pod_namespaces(pod_uid)
-        wanted: dict[str, str | None] = {"ipc": None} if ipc else {}
-        if hostname is not None:
-            wanted["uts"] = hostname
-        made: list[Path] = []
-        try:
-            for kind, name in wanted.items():
-                path = self.namespaces_dir(pod_uid) / kind
-                if getattr(held, kind) is None:
-                    path.unlink(missing_ok=True)  # a bare file left by a crash
-                    create_namespace(path, kind, name)
-                    made.append(path)
-        except BaseException:
-            for path in made:
-                remove_namespace(path)
-            raise
+        wanted = [kind for kind, want in (("ipc", ipc), ("uts", hostname is not None)) if want]
+        missing = {kind: self.namespaces_dir(pod_uid) / kind
+                   for kind in wanted if getattr(held, kind) is None}
+        for path in missing.values():
+            path.unlink(missing_ok=True)  # a bare file left by a crash
+        if missing:
+            create_namespaces(missing, hostname)  # all or none
         return self.pod_namespaces(pod_uid)
 
     def pod_namespaces(self, pod_uid: str) -> PodNamespaces:
@@ -298,16 +290,15 @@ class PodNetwork:
             delete_link(ipr, veth)  # a leftover of this same pod, from a crash
             fd = os.open(sandbox.netns, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                with netlink_errors(f"veth {veth}: create"):
-                    ipr.link("add", ifname=veth, kind="veth",
+                # Born a port of the bridge, and up: one netlink request, not two.
+                with netlink_errors(f"veth {veth}: create on bridge {bridge_name}"):
+                    ipr.link("add", ifname=veth, kind="veth", master=bridge, state="up",
                              peer={"ifname": POD_IFNAME, "net_ns_fd": fd})
             finally:
                 os.close(fd)
             index = link_index(ipr, veth)
             if index is None:
                 raise NetworkError(f"veth {veth}: created but not found")
-            with netlink_errors(f"veth {veth}: attach to bridge {bridge_name}"):
-                ipr.link("set", index=index, master=bridge, state="up")
             # A pod reaching itself through its Service's DNAT: with bridge netfilter
             # on, the frame goes back out the port it came in on, which the bridge
             # allows only in hairpin mode.

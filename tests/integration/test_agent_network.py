@@ -383,3 +383,60 @@ def test_a_container_joins_the_sandbox_by_path(
     assert os.waitstatus_to_exitcode(status) == 0, output
     assert "inet 10.88.7.2/24" in output
     assert "default via 10.88.7.1 dev eth0" in output
+
+
+# --- the pod's IPC and UTS namespaces -------------------------------------------------
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return str(path) in f.read()
+
+
+def test_ipc_and_uts_namespaces_are_held_with_the_hostname(node: Node) -> None:
+    held = node.net.hold_namespaces("uid-a", "web-a")
+    directory = node.net.namespaces_dir("uid-a")
+    assert (held.ipc, held.uts) == (directory / "ipc", directory / "uts")
+    assert is_netns(directory / "ipc") and is_netns(directory / "uts")
+    joined = subprocess.run(
+        ["nsenter", f"--uts={held.uts}", f"--ipc={held.ipc}", "sh", "-c",
+         "hostname; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"],
+        capture_output=True, text=True, check=True, timeout=20).stdout.split()
+    assert joined == ["web-a", f"ipc:[{os.stat(directory / 'ipc').st_ino}]",
+                      f"uts:[{os.stat(directory / 'uts').st_ino}]"]
+    assert joined[1] != os.readlink("/proc/self/ns/ipc")
+    assert os.uname().nodename != "web-a"  # the node's own hostname is untouched
+    inodes = [os.stat(p).st_ino for p in (directory / "ipc", directory / "uts")]
+    assert node.net.hold_namespaces("uid-a", "web-a") == held  # kept, not made again
+    assert [os.stat(p).st_ino for p in (directory / "ipc", directory / "uts")] == inodes
+
+    node.net.release_namespaces("uid-a")
+    assert not directory.exists() and not _mounted(directory)
+
+
+def test_a_hostnetwork_pod_holds_only_ipc(node: Node) -> None:
+    hostname = os.uname().nodename
+    held = node.net.hold_namespaces("uid-h", None)
+    assert held.uts is None and held.ipc is not None and is_netns(held.ipc)
+    assert not (node.net.namespaces_dir("uid-h") / "uts").exists()
+    assert os.uname().nodename == hostname
+    node.net.release_namespaces("uid-h")
+
+
+def test_a_failed_hold_leaves_no_namespace(node: Node) -> None:
+    directory = node.net.namespaces_dir("uid-f")
+    # sethostname refuses more than 64 bytes: after the unshare, before any bind.
+    with pytest.raises(NetworkError, match="uts namespace"):
+        node.net.hold_namespaces("uid-f", "h" * 65)
+    assert not (directory / "ipc").exists() and not (directory / "uts").exists()
+    # The IPC file made, then the UTS one cannot be: the IPC one goes again.
+    (directory / "uts").mkdir(parents=True)
+    from agent.network.netns import create_namespaces
+
+    with pytest.raises(NetworkError, match="uts namespace"):
+        create_namespaces({"ipc": directory / "ipc", "uts": directory / "uts"}, "web-f")
+    assert not (directory / "ipc").exists() and not _mounted(directory / "ipc")
+    (directory / "uts").rmdir()
+    held = node.net.hold_namespaces("uid-f", "web-f")  # and it can be held afresh
+    assert held.ipc is not None and held.uts is not None
+    node.net.release_namespaces("uid-f")

@@ -23,14 +23,20 @@ from runtime.images.errors import DigestMismatch
 from runtime.images.lock import locked
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` all at once (temp file + rename)."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` all at once (temp file + rename).
+
+    ``sync``: the data reaches the disk before the rename, so an OS crash leaves the
+    old or the new content. Without it, readers still see one or the other (a
+    process crash included), but after an OS crash the file may be torn.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:

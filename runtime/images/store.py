@@ -199,8 +199,9 @@ class ImageStore:
         digest = self.resolve(name)
         with locked(self.locks_dir / "index.lock"):
             holders = self._holders()
-            holders[holder] = digest
-            write_atomic(self.holders_path, canonical_json(holders))
+            if holders.get(holder) != digest:  # an adopted container holds it already
+                holders[holder] = digest
+                self._write_holders(holders)
         return digest
 
     def release(self, holder: str) -> None:
@@ -208,7 +209,7 @@ class ImageStore:
         with locked(self.locks_dir / "index.lock"):
             holders = self._holders()
             if holders.pop(holder, None) is not None:
-                write_atomic(self.holders_path, canonical_json(holders))
+                self._write_holders(holders)
 
     def holders(self, name: str) -> list[str]:
         digest = self.resolve(name)
@@ -252,10 +253,30 @@ class ImageStore:
                 diff_ids.update(parse_config(self.read_blob(manifest.config.digest)).diff_ids)
         return blobs, diff_ids
 
+    # holders.json is rewritten at every container start and removal, under the
+    # index lock, so an fsync there would make every start wait on the disk and on
+    # each other. It is not synced, because nothing it holds outlives an OS crash:
+    #
+    # - A process crash (the agent, the command line) cannot tear it: the temp
+    #   file's bytes are in the page cache and the rename is atomic, so every
+    #   reader, then or later, sees the old or the new file whole.
+    # - An OS crash may leave it older, newer, empty or with zeroed blocks, as the
+    #   filesystem kept of the unsynced rename. But every holder is a container,
+    #   none survives an OS crash, and one started after it records itself here
+    #   before its layers are used. So whatever came back names only dead
+    #   holders (as a synced file would: all it held were the containers of then),
+    #   and a file that does not parse is read as holding none.
+    def _write_holders(self, holders: dict[str, str]) -> None:
+        write_atomic(self.holders_path, canonical_json(holders), sync=False)
+
     def _holders(self) -> dict[str, str]:
         try:
             doc: Any = json.loads(self.holders_path.read_bytes())
         except FileNotFoundError:
+            return {}
+        except ValueError:  # torn by an OS crash (see above): no holder of it is alive
+            return {}
+        if not isinstance(doc, dict):
             return {}
         return {str(k): str(v) for k, v in doc.items()}
 

@@ -111,6 +111,36 @@ def test_resolve_tag_and_image_config(store: ImageStore) -> None:
         store.resolve("Bad Name")
 
 
+@pytest.mark.parametrize("torn", [b"", b"\0" * 64, b'{"container-1": "sha2', b"[]"])
+def test_a_holders_file_torn_by_an_os_crash_holds_no_one(store: ImageStore,
+                                                         torn: bytes) -> None:
+    # Written without fsync: an OS crash may leave it empty, zeroed or cut short,
+    # and none of the holders it named survived the crash.
+    digest = add_image(store, "app:1", [tar_of({"a": b"a"})])
+    store.holders_path.write_bytes(torn)
+    assert store.holders("app:1") == []
+    store.rm("app:1")  # not in use
+    add_image(store, "app:1", [tar_of({"a": b"a"})])
+    assert store.mark_in_use("app:1", "container-2") == digest
+    assert json.loads(store.holders_path.read_bytes()) == {"container-2": digest}
+
+
+def test_marking_in_use_neither_syncs_nor_rewrites_what_is_recorded(
+        store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    digest = add_image(store, "app:1", [tar_of({"a": b"a"})])
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    assert store.mark_in_use("app:1", "container-1") == digest
+    written = store.holders_path.stat()
+    assert store.mark_in_use("app:1", "container-1") == digest  # an adopted container
+    assert store.holders_path.stat().st_ino == written.st_ino  # not replaced
+    store.release("container-1")
+    assert synced == []
+    assert store.holders("app:1") == []
+
+
 def test_rm_refuses_the_last_name_of_an_image_in_use(store: ImageStore) -> None:
     digest = add_image(store, "app:1", [tar_of({"a": b"a"})])
     store.tag("app:1", "app:2")

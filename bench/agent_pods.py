@@ -244,6 +244,22 @@ def write_manifest(directory: Path, name: str) -> None:
     os.rename(tmp, directory / f"{name}.yaml")
 
 
+def poll_running(node: Node, running: dict[str, float], deadline: float,
+                 late: str) -> list[Any]:
+    """One ListPods: the time each pod is first seen Running goes into ``running``;
+    past ``deadline`` the bench fails, saying ``late`` and the pods' commonest phase."""
+    node.check_alive()
+    pods = node.list_pods()
+    now = time.monotonic()
+    for pod in pods:
+        if pod.status.phase == "Running" and pod.metadata.name not in running:
+            running[pod.metadata.name] = now
+    if now > deadline:
+        phases = statistics.multimode(p.status.phase for p in pods) if pods else []
+        node.fail(f"{late} (most common phase: {phases})")
+    return pods
+
+
 def start_pods(node: Node, n: int, timeout: float) -> tuple[dict[str, float], float, list[Any]]:
     """Write n manifests, poll until all are Running; latencies (s), wall time, pods."""
     names = [f"bench-{i:03d}" for i in range(n)]
@@ -256,16 +272,8 @@ def start_pods(node: Node, n: int, timeout: float) -> tuple[dict[str, float], fl
     deadline = appeared[names[0]] + timeout
     while len(running) < n:
         time.sleep(POLL)
-        node.check_alive()
-        pods = node.list_pods()
-        now = time.monotonic()
-        for pod in pods:
-            if pod.status.phase == "Running" and pod.metadata.name not in running:
-                running[pod.metadata.name] = now
-        if now > deadline:
-            phases = statistics.multimode(p.status.phase for p in pods) if pods else []
-            node.fail(f"{len(running)}/{n} pods Running after {timeout:.0f} s "
-                      f"(most common phase: {phases})")
+        pods = poll_running(node, running, deadline,
+                            f"{len(running)}/{n} pods Running after {timeout:.0f} s")
     latency = {name: running[name] - appeared[name] for name in names}
     return latency, max(running.values()) - appeared[names[0]], pods
 
@@ -314,16 +322,9 @@ def start_pods_paced(node: Node, n: int, rate: float,
             write_manifest(node.manifests, name)
             appeared[name] = time.monotonic()
             late = max(late, appeared[name] - due)
-        node.check_alive()
-        pods = node.list_pods()
-        now = time.monotonic()
-        for pod in pods:
-            if pod.status.phase == "Running" and pod.metadata.name not in running:
-                running[pod.metadata.name] = now
-        if now > deadline:
-            phases = statistics.multimode(p.status.phase for p in pods) if pods else []
-            node.fail(f"{len(running)}/{n} paced pods Running {timeout:.0f} s after the "
-                      f"last was due (most common phase: {phases})")
+        pods = poll_running(node, running, deadline,
+                            f"{len(running)}/{n} paced pods Running {timeout:.0f} s after "
+                            "the last was due")
         due = began + len(appeared) / rate if len(appeared) < n else math.inf
         time.sleep(max(0.0, min(SEQUENTIAL_POLL, due - time.monotonic())))
     node.shim_pids(pods)  # seen, for cleanup

@@ -72,11 +72,18 @@ def test_a_directory_that_does_not_exist_cannot_be_watched(tmp_path: Path) -> No
         DirectoryWatch(tmp_path / "missing")
 
 
+def watching_and_polling(directory: Path, now: list[float]
+                         ) -> tuple[StaticManifestSource, StaticManifestSource]:
+    """Two sources of ``directory`` on the clock ``now[0]``, one with inotify, one
+    without, both scanning every 60 s of that clock."""
+    return (StaticManifestSource(directory, poll_interval=60, clock=lambda: now[0],
+                                 watch=True),
+            StaticManifestSource(directory, poll_interval=60, clock=lambda: now[0]))
+
+
 def test_a_watching_source_scans_at_once_when_its_directory_changes(tmp_path: Path) -> None:
     now = [100.0]  # a clock that never moves: only the watch can cause a scan
-    watching = StaticManifestSource(tmp_path, poll_interval=60, clock=lambda: now[0],
-                                    watch=True)
-    polling = StaticManifestSource(tmp_path, poll_interval=60, clock=lambda: now[0])
+    watching, polling = watching_and_polling(tmp_path, now)
     try:
         assert watching.poll() == [] and polling.poll() == []
         assert watching.fileno() is not None and polling.fileno() is None
@@ -166,9 +173,7 @@ def test_a_rewrite_within_one_timestamp_tick_is_read(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "_RACY_SECONDS", 3600.0)  # every file written is racy
     now = [100.0]  # a clock that never moves: only the watch can cause a scan
-    watching = StaticManifestSource(tmp_path, poll_interval=60, clock=lambda: now[0],
-                                    watch=True)
-    polling = StaticManifestSource(tmp_path, poll_interval=60, clock=lambda: now[0])
+    watching, polling = watching_and_polling(tmp_path, now)
     try:
         assert watching.poll() == [] and polling.poll() == []
         fd = watching.fileno()

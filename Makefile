@@ -63,7 +63,7 @@ bench: setup
 	$(PY) bench/container_start.py
 
 lint: setup
-	$(PY) -m ruff check runtime agent client proto/kube.py tests bench
+	$(PY) -m ruff check runtime agent client proto/kube.py proto/documents.py tests bench
 	$(PY) -m mypy
 
 clean:

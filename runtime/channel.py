@@ -39,6 +39,7 @@ def messages(fd: int) -> Iterator[dict[str, Any]]:
             if line.strip():
                 yield json.loads(line)
 
+
 def send_message(fd: int, data: bytes) -> None:
     """Write ``data`` to a pipe, its length first: a process the writer forked (a
     shim) may hold the pipe open for its whole life, so the reader cannot wait for

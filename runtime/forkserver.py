@@ -59,7 +59,7 @@ from runtime.execsessions import (
     session_helper,
 )
 from runtime.processes import exit_code, reap_all, reap_children, wait_with_timeout
-from runtime.shim import shim_outcome
+from runtime.shim import detach, shim_outcome
 from runtime.spec.model import ContainerConfig, Process
 from runtime.state import State, StateStore
 
@@ -289,12 +289,8 @@ def _start_shim(sock: socket.socket, body: bytes) -> None:
     """Forks the shim of a pickled ``ShimRequest`` through a middle process that
     exits at once (so the shim is not the server's child), and hands back the read
     end of the pipe it reports on."""
-    def middle(report_fd: int) -> None:
-        os.setsid()
-        if os.fork() == 0:
-            _shim_main(body, report_fd)
-
-    _fork_answering(sock, "shim", _pipe, middle, None)
+    _fork_answering(sock, "shim", _pipe,
+                    lambda report_fd: detach(lambda: _shim_main(body, report_fd)), None)
 
 
 def _encode(request: ShimRequest | ExecRequest | SessionRequest) -> bytes:
@@ -340,8 +336,7 @@ def _in_helper(sock: socket.socket, helpers: set[int], what: str,
     """Forks a helper that runs ``work`` and writes its pickled outcome to a pipe whose
     read end goes back to the caller at once: the server is free for the next request
     while the helper works (an exec's wait)."""
-    _fork_answering(sock, what, _pipe, lambda fd: send_message(fd, pickle.dumps(work())),
-                    helpers)
+    _fork_answering(sock, what, _pipe, lambda fd: send_message(fd, pickled(work())), helpers)
 
 
 def _pipe() -> tuple[int, int]:

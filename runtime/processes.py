@@ -96,4 +96,3 @@ def wait_with_timeout(pid: int, timeout: float) -> int:
         if pidfd >= 0:
             os.close(pidfd)
     return exit_code(pid)
-

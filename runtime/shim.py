@@ -66,9 +66,7 @@ def spawn_shim(rt: Runtime, container_id: str, bundle: Path | None = None,
             code = 0
             try:
                 os.close(report_r)
-                os.setsid()
-                if os.fork() == 0:
-                    run_shim(job, report_w)
+                detach(lambda: run_shim(job, report_w))
             except BaseException:  # noqa: BLE001
                 code = 1
             os._exit(code)
@@ -80,6 +78,15 @@ def spawn_shim(rt: Runtime, container_id: str, bundle: Path | None = None,
         os.close(report_r)
         if report_w >= 0:
             os.close(report_w)
+
+
+def detach(run: Callable[[], object]) -> None:
+    """In a middle process that exits right after: a new session, and in it a child
+    that runs ``run`` (which never returns). Once the middle is gone, the child is
+    nobody's child but init's or the nearest subreaper's, and has no terminal."""
+    os.setsid()
+    if os.fork() == 0:
+        run()
 
 
 class ShimJob(NamedTuple):

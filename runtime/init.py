@@ -14,8 +14,9 @@ the init must be PID 1 inside. Two ways get there:
 
 Either way the caller makes the cgroup and puts its child in it while the child
 starts, and says ``PLACED`` on the go pipe; the child waits for that before it
-makes a cgroup namespace (its root is the cgroup it is made in), and stage 1
-before anything else (the ID-map go comes on the same pipe).
+makes a cgroup namespace (its root is the cgroup it is made in), as late as it
+may (``enter_cgroup``), and stage 1 before anything else (the ID-map go comes
+on the same pipe).
 
 The init sets the hostname and sysctls, builds the root filesystem (and, if the
 config has hooks, stops there for them: ``runtime.hooks``) and pivots into it,
@@ -68,11 +69,12 @@ class InitPlan(NamedTuple):
 
 
 def enter(plan: InitPlan, sys: sc.Syscalls) -> None:
-    """Join or create the container's namespaces (but the PID namespace, which the
-    forking process arranged) while the caller puts this process in its cgroup."""
+    """Join or create the container's namespaces but two: the PID namespace, which the
+    forking process arranged, and the cgroup namespace (``enter_cgroup``)."""
     redirect_stdio(plan.stdio)
     flags = plan.unshare_flags
     if flags & sc.CLONE_NEWUSER:
+        # Stage 1 is placed before anything else: the init it forks inherits its cgroup.
         _await_go(plan.userns_fd, PLACED, "put the container in its cgroup")
     for fd, flag in plan.join_fds:
         sys.setns(fd, flag)
@@ -86,9 +88,18 @@ def enter(plan: InitPlan, sys: sc.Syscalls) -> None:
         flags &= ~sc.CLONE_NEWUSER
     if flags & ~sc.CLONE_NEWCGROUP:
         sys.unshare(flags & ~sc.CLONE_NEWCGROUP)
-    if not plan.unshare_flags & sc.CLONE_NEWUSER:
+
+
+def enter_cgroup(plan: InitPlan, sys: sc.Syscalls, placed: bool) -> None:
+    """Wait (unless ``placed``) until the caller has put this process in the container's
+    cgroup, then make the cgroup namespace, whose root is the cgroup it is made in.
+
+    The one-fork init comes here as late as it may: before it mounts cgroupfs or reads
+    its own cgroup, and before the create hooks, which may look the process up in its
+    cgroup. So building the root filesystem overlaps the caller's cgroup writes."""
+    if not placed:
         _await_go(plan.userns_fd, PLACED, "put the container in its cgroup")
-    if flags & sc.CLONE_NEWCGROUP:
+    if plan.unshare_flags & sc.CLONE_NEWCGROUP:
         sys.unshare(sc.CLONE_NEWCGROUP)
 
 
@@ -102,6 +113,7 @@ def run_stage1(plan: InitPlan, sys: sc.Syscalls) -> None:
     code = 1
     try:
         enter(plan, sys)
+        enter_cgroup(plan, sys, placed=True)
         pid = os.fork()
         if pid == 0:
             run_init(plan, sys, entered=True)
@@ -127,8 +139,13 @@ def run_init(plan: InitPlan, sys: sc.Syscalls, entered: bool) -> None:
             sys.setdomainname(config.domainname)
         for key, value in config.sysctl.items():
             _write_sysctl(key, value)
+        early = not entered and any(m.type == "cgroup" for m in config.mounts)
+        if early:
+            enter_cgroup(plan, sys, placed=False)
         if plan.setup_rootfs:
             prepare_rootfs(config, sys)
+        if not entered and not early:
+            enter_cgroup(plan, sys, placed=False)
         # The create hooks' point: namespaces and mounts exist, pivot_root is still to come.
         hook_state = hooks.init_create_point(config.hooks, plan.sync_fd, plan.userns_fd)
         if plan.setup_rootfs:

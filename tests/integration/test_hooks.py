@@ -104,6 +104,27 @@ def test_hooks_run_in_order_with_the_state_and_namespaces_the_spec_names(
         assert state["annotations"] == {"org.example.hooks": "yes"}
 
 
+def test_create_runtime_hooks_find_the_init_in_its_cgroup_namespace_and_cgroup(
+        rt: Runtime, busybox_rootfs: Path, tmp_dir: Path, cgroup_parent: str) -> None:
+    # The init makes its cgroup namespace late (after building its root), but still
+    # before this point: hooks here may look the init up by its cgroup.
+    look = ('pid=$(sed \'s/.*"pid": \\([0-9]*\\).*/\\1/\'); '
+            f'cat /proc/$pid/cgroup > {tmp_dir}/cgroup; '
+            f'readlink /proc/$pid/ns/cgroup > {tmp_dir}/cgroupns')
+    data = bundle(tmp_dir, busybox_rootfs, ["true"], createRuntime=look)
+    rt.create("placed", convert(data, tmp_dir).config, bundle=tmp_dir)
+    try:
+        lines = (tmp_dir / "cgroup").read_text().splitlines()
+        # As the host sees it, every hierarchy podium uses holds the init in the
+        # container's cgroup: the v1 ones where there are any (a hybrid host's empty
+        # unified one is not used), else the unified one.
+        used = [line for line in lines if line.split(":")[1]] or lines
+        assert used and all(line.endswith(f"/{cgroup_parent}/placed") for line in used), lines
+        assert (tmp_dir / "cgroupns").read_text().strip() != os.readlink("/proc/self/ns/cgroup")
+    finally:
+        rt.delete("placed", force=True)  # kills and reaps the init
+
+
 def test_hooks_with_a_user_namespace_see_the_init_and_run_as_its_root(
         rt: Runtime, busybox_rootfs: Path, tmp_dir: Path) -> None:
     # Two forks: stage 1 reports the init's PID, maybe after the init asked for its hooks.

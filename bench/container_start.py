@@ -10,7 +10,12 @@ five ways, each in two blocks of N/2 (see ``main`` for why blocks):
 - ``cli``: ``podium-runtime run`` as a subprocess;
 - ``runc`` and ``crun``: ``<tool> run`` as a subprocess;
 - ``python``: a bare ``python -c pass`` with the same interpreter (the floor the
-  CLI cannot go below).
+  CLI cannot go below);
+- ``imports``: ``python -c "import json, ctypes, prctl"``, the modules any Python
+  OCI runtime needs (config.json; the namespace and mount calls Python 3.11 lacks;
+  capabilities), so the CLI's floor is this plus the container's own work;
+- ``pyfork``: ``os.fork`` of this process, the child ``os._exit``-ing at once, and
+  ``os.waitpid``: the least a Python init costs before it does any work.
 
 Every way uses the same config.json and its own temporary ``--root``; every
 container gets a fresh ID. A run that fails (non-zero exit, exception) is never
@@ -42,7 +47,9 @@ ID_PREFIX = "podium-bench"
 # crun 1.8 refuses config.json versions it does not know ("unknown version
 # specified", e.g. for 1.2.0); every tool accepts 1.0.2, so the shared config says that.
 OCI_VERSION = "1.0.2"
-WAYS = ("inprocess", "cli", "runc", "crun", "python")
+WAYS = ("inprocess", "cli", "runc", "crun", "python", "imports", "pyfork")
+# Python's own costs, timed beside the runtimes to show the floors under the targets.
+RUNTIME_IMPORTS = "import json, ctypes, prctl"
 
 
 class RunFailed(Exception):
@@ -162,6 +169,18 @@ def cli_cleanup(cli: str, root: Path) -> Callable[[str], None]:
         remove_cgroups(f"{CGROUP_PARENT}/{cid}")
 
     return cleanup
+
+
+def python_fork(_i: int) -> float:
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - t0
+    if status != 0:
+        raise RunFailed(f"forked child ended with status {status}")
+    return elapsed
 
 
 @dataclass
@@ -332,6 +351,9 @@ def main() -> int:
                 cli_cleanup(tools["cli"], cli_root), "cli")),
             "python": Way("python", subprocess_way(lambda _cid: [python, "-c", "pass"],
                                                    lambda _cid: None, "py")),
+            "imports": Way("imports", subprocess_way(
+                lambda _cid: [python, "-c", RUNTIME_IMPORTS], lambda _cid: None, "imports")),
+            "pyfork": Way("pyfork", python_fork),
         }
         for tool in ("runc", "crun"):
             root = tmp / f"state-{tool}"
@@ -386,7 +408,8 @@ def report(ways: dict[str, Way], lib: InProcess | None, n: int, mode: str, huget
     for name in WAYS:
         way = ways[name]
         p50, p99 = summary(way)
-        key = "python_startup" if name == "python" else name
+        key = {"python": "python_startup", "imports": "python_imports",
+               "pyfork": "python_fork"}.get(name, name)
         figures[f"{key}_p50_ms"] = ms(p50)
         figures[f"{key}_p99_ms"] = ms(p99)
         cell50 = f"{p50 * 1000:8.2f}" if p50 is not None else f"{'null':>8}"
@@ -405,6 +428,12 @@ def report(ways: dict[str, Way], lib: InProcess | None, n: int, mode: str, huget
                                     if lib50 is not None and crun50 else None)
     figures["cli_overhead_ms"] = (round(cli50 - py50, 2)
                                   if cli50 is not None and py50 is not None else None)
+    imports50 = figures["python_imports_p50_ms"]
+    # The least any Python runtime's CLI adds to a bare interpreter: the imports it
+    # cannot do without, plus the container's own work (the in-process path).
+    figures["cli_floor_overhead_ms"] = (
+        round(imports50 - py50 + lib50, 2)
+        if None not in (imports50, py50, lib50) else None)
     figures["target_inprocess_at_or_below_crun"] = (
         None if figures["inprocess_vs_crun"] is None else figures["inprocess_vs_crun"] <= 1.0)
     figures["target_cli_within_25ms_of_python"] = (

@@ -6,7 +6,8 @@ Runs N sequential containers executing ``/bin/true`` from one busybox bundle,
 five ways, each in two blocks of N/2 (see ``main`` for why blocks):
 
 - ``inprocess``: ``Runtime.create`` + ``start`` + ``os.waitpid`` + ``delete``,
-  in this process, as the agent calls the library;
+  as the agent calls the library: in an interpreter that imports only the runtime,
+  as the agent's fork server does (``container_start_library.py`` says why);
 - ``cli``: ``podium-runtime run`` as a subprocess;
 - ``runc`` and ``crun``: ``<tool> run`` as a subprocess;
 - ``python``: a bare ``python -c pass`` with the same interpreter (the floor the
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+LIBRARY_WORKER = Path(__file__).with_name("container_start_library.py")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "podium-bench"
 ID_PREFIX = "podium-bench"
@@ -115,7 +117,7 @@ def free_hugetlb() -> str:
     return f"mounted a v1 hugetlb hierarchy at {target} (left mounted)"
 
 
-def make_bundle(path: Path) -> dict[str, Any]:
+def make_bundle(path: Path) -> None:
     from runtime.images.bases import busybox_rootfs as make_rootfs
     from runtime.spec import default_config
 
@@ -125,7 +127,6 @@ def make_bundle(path: Path) -> dict[str, Any]:
     # No cgroupsPath: podium puts each container under --cgroup-parent, runc and
     # crun under /<id> in every hierarchy, which they remove after ``run``.
     (path / "config.json").write_text(json.dumps(config, indent=2))
-    return config
 
 
 # -- the ways --------------------------------------------------------------------
@@ -183,38 +184,45 @@ def python_fork(_i: int) -> float:
     return elapsed
 
 
-@dataclass
 class InProcess:
-    """The library way; also records the time of each phase for the report."""
+    """The library way, in an interpreter that imports only the runtime, as the agent's
+    fork server is (see container_start_library.py); records each phase's time."""
 
-    runtime: Any  # runtime.api.Runtime (imported lazily, after sys.path is set)
-    config: Any  # runtime.spec.ContainerConfig
-    bundle: Path
-    phases: dict[str, list[float]] = field(
-        default_factory=lambda: {"create": [], "start": [], "wait": [], "delete": []})
+    def __init__(self, root: Path, bundle: Path) -> None:
+        from runtime.api import Runtime
+
+        self.runtime = Runtime(root, CGROUP_PARENT)  # this side's, for the cleanup
+        self.phases: dict[str, list[float]] = {"create": [], "start": [], "wait": [],
+                                               "delete": []}
+        self._proc = subprocess.Popen(
+            [sys.executable, str(LIBRARY_WORKER), str(root), CGROUP_PARENT, str(bundle)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.at_fork_modules: list[str] = self._reply()["at_fork_modules"]
+
+    def _reply(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RunFailed(f"library worker ended (exit {self._proc.wait()})")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
 
     def run(self, i: int) -> float:
+        assert self._proc.stdin is not None
         cid = f"{ID_PREFIX}-lib-{os.getpid()}-{i}"
-        t0 = time.perf_counter()
-        try:
-            state = self.runtime.create(cid, self.config, bundle=self.bundle)
-            t1 = time.perf_counter()
-            self.runtime.start(cid)
-            t2 = time.perf_counter()
-            _, status = os.waitpid(state.pid, 0)
-            t3 = time.perf_counter()
-            self.runtime.delete(cid)
-            t4 = time.perf_counter()
-        except Exception as e:  # noqa: BLE001 - any failure is recorded, not timed
-            self.force_delete(cid)
-            raise RunFailed(f"{type(e).__name__}: {e}") from None
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            raise RunFailed(f"init exited with {code}")
-        for name, seconds in zip(self.phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3),
-                                 strict=True):
+        self._proc.stdin.write(cid + "\n")
+        self._proc.stdin.flush()
+        reply = self._reply()
+        if "error" in reply:
+            raise RunFailed(reply["error"])
+        for name, seconds in zip(self.phases, reply["phases"], strict=True):
             self.phases[name].append(seconds)
-        return t4 - t0
+        return float(sum(reply["phases"]))
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()  # the worker ends at end of input
+        self._proc.wait(timeout=30)
 
     def force_delete(self, cid: str) -> None:
         try:
@@ -315,16 +323,10 @@ def main() -> int:
         sys.exit("container_start: needs root (it creates namespaces, cgroups and mounts)")
 
     sys.path.insert(0, str(REPO))
-    import prctl
-
-    from runtime.api import Runtime
     from runtime.processes import reap_children
-    from runtime.spec import convert
 
     hugetlb = free_hugetlb()
     mode = cgroup_mode()
-    # The library's init is re-parented to us when its first stage exits.
-    prctl.set_child_subreaper(1)
 
     python = sys.executable
     tools = {"cli": str(Path(python).with_name("podium-runtime"))}
@@ -337,11 +339,10 @@ def main() -> int:
     lib: InProcess | None = None
     try:
         bundle = tmp / "bundle"
-        config = make_bundle(bundle)
+        make_bundle(bundle)
         for sub in ("state-lib", "state-cli", "state-runc", "state-crun"):
             (tmp / sub).mkdir()
-        lib = InProcess(Runtime(tmp / "state-lib", CGROUP_PARENT),
-                        convert(config, bundle).config, bundle)
+        lib = InProcess(tmp / "state-lib", bundle)
         cli_root = tmp / "state-cli"
         ways = {
             "inprocess": Way("inprocess", lib.run),
@@ -388,6 +389,8 @@ def main() -> int:
             done += count
             print(f"  ... {done} / {args.n}", file=sys.stderr)
     finally:
+        if lib is not None:
+            lib.close()
         delete_leftovers(tmp, lib, tools)
         reap_children()
         for hierarchy in CGROUP_ROOT.iterdir():
@@ -421,6 +424,7 @@ def report(ways: dict[str, Way], lib: InProcess | None, n: int, mode: str, huget
         print(f"inprocess phases, p50 ms: {parts}")
         figures["inprocess_phases_p50_ms"] = {
             k: ms(statistics.median(v)) for k, v in lib.phases.items()}
+        figures["inprocess_at_fork_modules"] = lib.at_fork_modules
 
     lib50, crun50 = figures["inprocess_p50_ms"], figures["crun_p50_ms"]
     cli50, py50 = figures["cli_p50_ms"], figures["python_startup_p50_ms"]

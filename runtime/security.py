@@ -27,7 +27,7 @@ from runtime.errors import ConfigError, SetupError
 from runtime.rootfs import resolve_in_root
 from runtime.spec.capabilities import CAPABILITIES, last_cap
 from runtime.spec.model import Capabilities, Process, Rlimit, User
-from runtime.syscalls import Recorder
+from runtime.syscalls import Recorder, libc
 
 RLIMITS: dict[str, int] = {
     "RLIMIT_AS": resource.RLIMIT_AS,
@@ -109,9 +109,7 @@ class LinuxSecurityOps:
     """Real calls: python-prctl where it has them, libc through ctypes where it does not."""
 
     def __init__(self) -> None:
-        # The already-loaded libc, by the process's own symbols: find_library would run
-        # ldconfig in a subprocess on every container start.
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc = libc("prctl", "prlimit64", "capset")
         # The kernel's highest capability cannot change while it runs: read it once.
         self._last_cap = last_cap()
 

@@ -100,16 +100,23 @@ class Syscalls(Protocol):
     def chown(self, path: str, uid: int, gid: int) -> None: ...
 
 
-def _libc() -> ctypes.CDLL:
-    # The C library this process already has loaded; find_library would run ldconfig.
-    return ctypes.CDLL(None, use_errno=True)
+def libc(*functions: str) -> ctypes.CDLL:
+    """The C library this process already has loaded (find_library would run
+    ldconfig), with ``functions`` looked up now: ctypes caches each on first use, and
+    a container's init that looked them up itself, after the fork, would pay a
+    ``dlsym`` for each (~20 us) on every container start."""
+    lib = ctypes.CDLL(None, use_errno=True)
+    for name in functions:
+        getattr(lib, name)
+    return lib
 
 
 class LinuxSyscalls:
     """Real calls into libc. Failures raise OSError with errno and the path involved."""
 
     def __init__(self) -> None:
-        self._libc = _libc()
+        self._libc = libc("unshare", "setns", "mount", "umount2", "syscall", "sethostname",
+                          "setdomainname")
 
     def _check(self, result: int, what: str, path: str | None = None) -> None:
         if result != 0:

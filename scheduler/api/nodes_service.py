@@ -168,7 +168,7 @@ class NodeMethods:
             return obj.pod.spec.node_name == node
 
         yield from watching.stream(self.registry, "Pod", "", bound_here, request.from_revision,
-                                   context, bookmark_every=10.0)
+                                   context, bookmark_every=10.0, node=node)
 
     @unary
     def UpdatePodStatus(self, request: cluster_pb2.UpdatePodStatusRequest,

@@ -77,12 +77,12 @@ class Registry:
         return self.store.list(kind, namespace)
 
     def watch(self, kind: str = "", namespace: str = "",
-              from_revision: int | None = None) -> Watch:
+              from_revision: int | None = None, node: str = "") -> Watch:
         if kind:
             objects.check_kind(kind)
             if kind in objects.CLUSTER_SCOPED:
                 namespace = ""
-        return self.store.watch(kind, namespace, from_revision)
+        return self.store.watch(kind, namespace, from_revision, node)
 
     # --- writes -----------------------------------------------------------
 

@@ -26,8 +26,10 @@ _TYPES = {EventType.ADDED: WatchEvent.ADDED, EventType.MODIFIED: WatchEvent.MODI
 
 def stream(cluster: Cluster, kind: str, namespace: str, matches: Predicate,
            from_revision: int, context: grpc.ServicerContext,
-           bookmark_every: float | None = None) -> Iterator[WatchEvent]:
+           bookmark_every: float | None = None, node: str = "") -> Iterator[WatchEvent]:
     """WatchEvents for objects of `kind` that match, until `active()` is false.
+    `node`: the store's own filter for pods bound to that node (store.base.Store.watch),
+    which `matches` must agree with.
 
     from_revision 0: every current match as ADDED, a BOOKMARK, then changes.
     A store that no longer has the history asked for, or a watcher that fell
@@ -46,7 +48,7 @@ def stream(cluster: Cluster, kind: str, namespace: str, matches: Predicate,
                     yield WatchEvent(type=WatchEvent.ADDED, object=item,
                                      revision=from_revision)
             yield WatchEvent(type=WatchEvent.BOOKMARK, revision=from_revision)
-        watch = cluster.watch(kind, namespace, from_revision)
+        watch = cluster.watch(kind, namespace, from_revision, node)
         # A client that leaves while the stream is parked at a `yield` never
         # resumes this generator: the watch must end with the call.
         context.add_callback(watch.close)

@@ -105,11 +105,17 @@ class Store(Protocol):
         resource_version is given and differs. NotFound if absent."""
 
     def watch(self, kind: str = "", namespace: str = "",
-              from_revision: int | None = None) -> Watch:
+              from_revision: int | None = None, node: str = "") -> Watch:
         """Changes to objects of `kind` ("" for all) in `namespace` ("" for all)
         with revision > from_revision (0: every change kept, for a list of an
         empty store); None means from now on. Compacted if
-        from_revision is older than the history kept."""
+        from_revision is older than the history kept.
+
+        `node` (kind "Pod" only): just the pods bound to that node. A pod's
+        spec.nodeName never changes once set, so every change of such a pod
+        concerns the node and no other pod's does; the store indexes these
+        watches by node, and a change wakes only its own node's watcher, however
+        many nodes the cluster has."""
 
     def batch(self) -> AbstractContextManager[None]:
         """Writes inside the block share one transaction (one fsync) and are

@@ -3,7 +3,9 @@
 The store publishes each change once, after it is durable, while it still
 holds its write lock (so changes reach every watcher in revision order). The
 hub hands it to the watchers whose filter matches; publishing only appends
-to bounded buffers, so a slow watcher never holds a writer up. A watcher
+to bounded buffers, so a slow watcher never holds a writer up. Watchers of one
+node's pods are indexed by node: a pod's change reaches only its own node's
+watcher, not a watcher per node that would wake to throw it away. A watcher
 whose buffer is full is dropped: it raises TooFarBehind and its owner lists
 again.
 
@@ -31,9 +33,10 @@ class Watcher:
     """One watch: replayed history first, then live changes (base.Watch)."""
 
     def __init__(self, hub: Hub, kind: str, namespace: str, after: int,
-                 capacity: int, replay: Replay) -> None:
+                 capacity: int, replay: Replay, node: str = "") -> None:
         self.kind = kind
         self.namespace = namespace
+        self.node = node  # only pods bound to this node (the hub indexes by it)
         self._hub = hub
         # Live changes at or below this revision were replayed (or predate
         # the watch); skipping them keeps replay and live free of duplicates.
@@ -118,11 +121,19 @@ class Watcher:
 
     def _describe(self) -> str:
         what = self.kind or "all kinds"
+        if self.node:
+            what += f" on node {self.node}"
         return f"{what} in {self.namespace}" if self.namespace else what
 
 
+def node_of(obj: cluster_pb2.Object) -> str:
+    """The node a pod is bound to ("" if none, or not a pod)."""
+    return obj.pod.spec.node_name if obj.WhichOneof("kind") == "pod" else ""
+
+
 class Hub:
-    """The set of live watchers, indexed by kind ("" for all kinds)."""
+    """The set of live watchers, indexed by kind ("" for all kinds), and those of
+    one node's pods by node."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         if capacity < 1:
@@ -130,35 +141,45 @@ class Hub:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._by_kind: dict[str, set[Watcher]] = {}
+        self._by_node: dict[str, set[Watcher]] = {}  # watchers of one node's pods
 
     def add(self, kind: str, namespace: str, after: int,
-            replay: Replay) -> Watcher:
-        watcher = Watcher(self, kind, namespace, after, self.capacity, replay)
+            replay: Replay, node: str = "") -> Watcher:
+        watcher = Watcher(self, kind, namespace, after, self.capacity, replay, node)
         with self._lock:
-            self._by_kind.setdefault(kind, set()).add(watcher)
+            self._index(watcher).setdefault(node or kind, set()).add(watcher)
         return watcher
 
     def remove(self, watcher: Watcher) -> None:
         with self._lock:
-            group = self._by_kind.get(watcher.kind)
+            index = self._index(watcher)
+            name = watcher.node or watcher.kind
+            group = index.get(name)
             if group is not None:
                 group.discard(watcher)
                 if not group:
-                    del self._by_kind[watcher.kind]
+                    del index[name]
+
+    def _index(self, watcher: Watcher) -> dict[str, set[Watcher]]:
+        return self._by_node if watcher.node else self._by_kind
 
     def publish(self, change: Change, key: Key) -> None:
+        node = node_of(change.object) if key.kind == "Pod" else ""
         with self._lock:
-            targets = [*self._by_kind.get(key.kind, ()), *self._by_kind.get("", ())]
+            targets = [*self._by_kind.get(key.kind, ()), *self._by_kind.get("", ()),
+                       *(self._by_node.get(node, ()) if node else ())]
         for watcher in targets:
             if watcher.matches(key) and not watcher.offer(change):
                 self.remove(watcher)
 
     def count(self) -> int:
         with self._lock:
-            return sum(len(group) for group in self._by_kind.values())
+            return sum(len(group) for index in (self._by_kind, self._by_node)
+                       for group in index.values())
 
     def close_all(self) -> None:
         with self._lock:
-            watchers = [w for group in self._by_kind.values() for w in group]
+            watchers = [w for index in (self._by_kind, self._by_node)
+                        for group in index.values() for w in group]
         for watcher in watchers:
             watcher.close()

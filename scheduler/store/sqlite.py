@@ -42,7 +42,7 @@ from scheduler.store.base import (
     StoreError,
     StoreFileError,
 )
-from scheduler.store.hub import Hub, Replay, Watcher
+from scheduler.store.hub import Hub, Replay, Watcher, node_of
 
 SCHEMA_VERSION = 1
 # Written into the file header (PRAGMA application_id): "PDM1".
@@ -379,24 +379,28 @@ class SqliteStore:
     # -- watches -------------------------------------------------------------
 
     def watch(self, kind: str = "", namespace: str = "",
-              from_revision: int | None = None) -> Watcher:
+              from_revision: int | None = None, node: str = "") -> Watcher:
         if kind:
             check_kind(kind)
             if kind in CLUSTER_SCOPED:
                 namespace = ""
         if from_revision is not None and from_revision < 0:
             raise ValueError(f"from_revision must be 0 or more, not {from_revision}")
+        if node and kind != "Pod":
+            raise ValueError(f"a watch by node is a watch of pods, not of {kind or 'all kinds'}")
         # Under the write lock no change can land between reading history and
         # joining the hub: replay ends where live changes begin.
         with self._write_lock:
             self._check_open()
             if from_revision is None:
-                return self._hub.add(kind, namespace, self._revision, [])
+                return self._hub.add(kind, namespace, self._revision, [], node)
             if from_revision < self._compacted:
                 raise Compacted(f"revision {from_revision} is compacted: {self._label} keeps "
                                 f"changes after revision {self._compacted}; list again")
-            return self._hub.add(kind, namespace, from_revision,
-                                 self._replay(kind, namespace, from_revision))
+            replay = self._replay(kind, namespace, from_revision)
+            if node:
+                replay = [r for r in replay if node_of(cluster_pb2.Object.FromString(r[2])) == node]
+            return self._hub.add(kind, namespace, from_revision, replay, node)
 
     def _replay(self, kind: str, namespace: str, after: int) -> Replay:
         try:

@@ -11,9 +11,12 @@
                  A broken stream is resumed from the last revision seen after a
                  back-off (0.2 s doubling to 5 s); an ERROR with ``relist``, or a stream
                  broken during a list, lists again from revision 0.
-    status       each scheduler pod's status, when it changes, by UpdatePodStatus from a
-                 sender thread: the pod loop never waits on the network, at most one
-                 call per pod is in flight, and only the latest status is sent.
+    status       each scheduler pod's status, when it changes, by UpdatePodStatus from
+                 ``STATUS_SENDERS`` sender threads: the pod loop never waits on the
+                 network, at most one call per pod is in flight, and only the latest
+                 status is sent. Several senders, so that a burst of pods starting
+                 together is not reported one call at a time: each pod's Running would
+                 wait behind every status queued before it.
 
 While the scheduler is away nothing happens to the pods: no event means no change.
 When it returns, the list it sends holds the same pods with the same uids, which
@@ -51,6 +54,10 @@ log = logging.getLogger("podium.agent")
 SCHEDULER_SOURCE = "scheduler"
 DEFAULT_HEARTBEAT = 1.0  # seconds, when the scheduler names no interval
 CALL_TIMEOUT = 10.0  # seconds for a unary call: a hung scheduler must not hang a thread
+# Status calls in flight at once, each for a different pod. With one, a burst of 30 pod
+# starts on a node was reported 30 calls in a row to a scheduler busy with the burst
+# too: 100 pods on 3 nodes ran at p50 0.7-2.1 s from Create; with four, 0.5-0.75 s.
+STATUS_SENDERS = 4
 # The channel's own reconnect back-off, kept as short as the link's: gRPC's default
 # (up to 120 s) would keep the link down long after the scheduler is back.
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200),
@@ -247,6 +254,7 @@ class SchedulerLink:
         self._call_lock = threading.Lock()
         self._watch_call: grpc.CallIterator[cluster_pb2.WatchEvent] | None = None
         self._pending: dict[str, cluster_pb2.UpdatePodStatusRequest] = {}
+        self._sending: set[str] = set()  # pods whose status call is in flight
         self._pending_cv = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._outages = Outages(log, address)
@@ -386,15 +394,19 @@ class SchedulerLink:
             self._pending_cv.notify()
 
     def _send_statuses(self) -> None:
+        """One of the sender threads: takes the oldest pending status of a pod with no
+        call in flight, sends it, and lets the pod's next status go once it is done."""
         backoff = Backoff()
         while not self.stop.is_set():
             with self._pending_cv:
-                while not self._pending and not self.stop.is_set():
+                uid = self._next_unsent()
+                while uid is None and not self.stop.is_set():
                     self._pending_cv.wait()
-                if self.stop.is_set():
+                    uid = self._next_unsent()
+                if uid is None:
                     return
-                uid = next(iter(self._pending))
                 request = self._pending.pop(uid)
+                self._sending.add(uid)
             try:
                 self.stub.UpdatePodStatus(request, timeout=CALL_TIMEOUT)
                 backoff.reset()
@@ -408,13 +420,25 @@ class SchedulerLink:
                 else:
                     log.warning("scheduler %s: status of pod %s/%s: %s", self.address,
                                 request.namespace, request.name, e.details())
+            finally:
+                with self._pending_cv:
+                    self._sending.discard(uid)
+                    self._pending_cv.notify_all()  # the pod's newer status may go now
+
+    def _next_unsent(self) -> str | None:
+        """The pod whose status waits longest with no call of its own in flight
+        (called with ``_pending_cv`` held); None once stopping."""
+        if self.stop.is_set():
+            return None
+        return next((uid for uid in self._pending if uid not in self._sending), None)
 
     # --- life -----------------------------------------------------------------------
 
     def start(self) -> None:
         """The heartbeat, watch and status threads (after ``register``)."""
+        senders = [(f"status-{i}", self._send_statuses) for i in range(STATUS_SENDERS)]
         for name, target in (("heartbeat", self._heartbeats), ("watch", self._watch),
-                             ("status", self._send_statuses), ("events", self.recorder.run)):
+                             *senders, ("events", self.recorder.run)):
             thread = threading.Thread(target=target, name=f"podium-link-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -64,8 +64,9 @@ class FakeCluster(cluster_pb2_grpc.ClusterServiceServicer):
         self.watches: list[cluster_pb2.WatchPodsRequest] = []
         self.statuses: list[cluster_pb2.UpdatePodStatusRequest] = []
         self.status_started = threading.Event()
-        self.gate = threading.Event()
+        self.gate = threading.Event()  # status calls wait while it is clear...
         self.gate.set()
+        self.held: set[str] = set()  # ...those for these pods only, if any are named
         self.scripts: list[list[cluster_pb2.WatchEvent]] = []
         self.pushed: queue.Queue[cluster_pb2.WatchEvent | None] = queue.Queue()
         self.interval = 0.05
@@ -107,7 +108,8 @@ class FakeCluster(cluster_pb2_grpc.ClusterServiceServicer):
     def UpdatePodStatus(self, request: cluster_pb2.UpdatePodStatusRequest,
                         context: grpc.ServicerContext) -> pod_pb2.Pod:
         self.status_started.set()
-        self.gate.wait(10)
+        if not self.held or request.name in self.held:
+            self.gate.wait(10)
         with self.lock:
             self.statuses.append(request)
         return pod_pb2.Pod(status=request.status)
@@ -458,6 +460,27 @@ def test_statuses_are_coalesced_one_call_per_pod_in_flight(served: Served) -> No
     wait_for("two statuses", lambda: len(served.fake.statuses) >= 2)
     time.sleep(0.3)
     assert [s.status.phase for s in served.fake.statuses] == ["Pending", "Failed"]
+
+
+def test_a_slow_status_call_holds_up_no_other_pod(served: Served) -> None:
+    link = served.link()
+    link.register()
+    link.start()
+    served.fake.held = {"slow"}
+    served.fake.gate.clear()
+    slow, fast = make_pod("slow"), make_pod("fast")
+    link.pod_status(slow, SCHEDULER_SOURCE)
+    assert served.fake.status_started.wait(10)  # its call is in flight, held by the fake
+    slow.status.phase = "Running"
+    link.pod_status(slow, SCHEDULER_SOURCE)  # waits for the pod's own call, not a sender
+    link.pod_status(fast, SCHEDULER_SOURCE)
+    wait_for("the other pod's status", lambda: served.fake.statuses)
+    assert [s.name for s in served.fake.statuses] == ["fast"]
+    served.fake.gate.set()
+    wait_for("both of the slow pod's", lambda: len(served.fake.statuses) >= 3)
+    time.sleep(0.3)
+    assert [(s.name, s.status.phase) for s in served.fake.statuses] == [
+        ("fast", ""), ("slow", ""), ("slow", "Running")]
 
 
 def test_statuses_wait_for_the_scheduler_to_return(served: Served) -> None:

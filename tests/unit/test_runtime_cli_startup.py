@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import gc
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,27 +12,22 @@ from runtime.cgroups.base import CgroupStats
 from runtime.cli import _terminal_columns, main
 from runtime.spec import model
 from runtime.state import State
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.imports import modules_after
 
 # What `run` reaches before it creates the container: the parser, the commands and
 # the cgroup warmer (whose modules import the rest of the runtime).
 _RUN_PATH = """
-import sys
 from runtime.cli import _command_of, _parser
 argv = ["run", "--bundle", "b", "x"]
 _parser(_command_of(argv)).parse_args(argv)
 import runtime.cli.commands, runtime.cli.warm
-print(" ".join(sorted(sys.modules)))
 """
 
 
 def test_the_run_path_leaves_out_modules_it_does_not_need() -> None:
-    out = subprocess.run([sys.executable, "-c", _RUN_PATH], cwd=REPO, check=True,
-                         capture_output=True, text=True).stdout.split()
     # shutil (with zlib, bz2, lzma) is what argparse imports to size its help text;
     # threading is what the warmer would otherwise start its thread with.
-    unwanted = {"shutil", "bz2", "lzma", "threading"} & set(out)
+    unwanted = {"shutil", "bz2", "lzma", "threading"} & modules_after(_RUN_PATH)
     assert not unwanted, f"imported on every podium-runtime run: {sorted(unwanted)}"
 
 

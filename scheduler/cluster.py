@@ -46,7 +46,8 @@ class Cluster(Protocol):
         force); everything else at once."""
 
     def watch(self, kind: str = "", namespace: str = "",
-              from_revision: int | None = None, node: str = "") -> Watch:
+              from_revision: int | None = None, node: str = "",
+              kinds: tuple[str, ...] = ()) -> Watch:
         """As store.base.Store.watch."""
 
     def batch(self) -> AbstractContextManager[None]:

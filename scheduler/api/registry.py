@@ -77,12 +77,13 @@ class Registry:
         return self.store.list(kind, namespace)
 
     def watch(self, kind: str = "", namespace: str = "",
-              from_revision: int | None = None, node: str = "") -> Watch:
+              from_revision: int | None = None, node: str = "",
+              kinds: tuple[str, ...] = ()) -> Watch:
         if kind:
             objects.check_kind(kind)
             if kind in objects.CLUSTER_SCOPED:
                 namespace = ""
-        return self.store.watch(kind, namespace, from_revision, node)
+        return self.store.watch(kind, namespace, from_revision, node, kinds)
 
     # --- writes -----------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from proto.podium.v1 import cluster_pb2
 from scheduler.cluster import Cluster
-from scheduler.objects import Key, key_of, kind_of, meta, scope
+from scheduler.objects import Key, key_of, meta, scope
 from scheduler.store.base import Compacted, EventType, TooFarBehind, Watch
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,10 @@ class Informer:
         notices: list[Notice] = []
         try:
             change = self._watch.next(timeout)
-            while change is not None:
-                if kind_of(change.object) in self.kinds:
-                    notice = self._apply(change.type, change.object, change.revision)
-                    if notice is not None:
-                        notices.append(notice)
+            while change is not None:  # of our kinds only: the watch names them
+                notice = self._apply(change.type, change.object, change.revision)
+                if notice is not None:
+                    notices.append(notice)
                 change = self._watch.next(0)
         except (Compacted, TooFarBehind) as err:
             log.info("watch of %s lost (%s): listing again", ",".join(self.kinds), err)
@@ -96,7 +95,7 @@ class Informer:
             for obj in items:
                 fresh[key_of(obj)] = obj
         try:
-            self._watch = self._cluster.watch("", "", max(revision, 0))
+            self._watch = self._cluster.watch("", "", max(revision, 0), kinds=self.kinds)
         except Compacted:
             # The history moved on between list and watch: list again next time.
             self._watch = None

@@ -33,10 +33,12 @@ class Watcher:
     """One watch: replayed history first, then live changes (base.Watch)."""
 
     def __init__(self, hub: Hub, kind: str, namespace: str, after: int,
-                 capacity: int, replay: Replay, node: str = "") -> None:
+                 capacity: int, replay: Replay, node: str = "",
+                 kinds: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.namespace = namespace
         self.node = node  # only pods bound to this node (the hub indexes by it)
+        self.kinds = frozenset(kinds)  # with kind "": only these kinds, if any
         self._hub = hub
         # Live changes at or below this revision were replayed (or predate
         # the watch); skipping them keeps replay and live free of duplicates.
@@ -50,6 +52,7 @@ class Watcher:
 
     def matches(self, key: Key) -> bool:
         return ((not self.kind or key.kind == self.kind)
+                and (not self.kinds or key.kind in self.kinds)
                 and (not self.namespace or key.namespace == self.namespace))
 
     def offer(self, change: Change) -> bool:
@@ -120,7 +123,7 @@ class Watcher:
         return self._closed or self._overflowed or bool(self._replay) or bool(self._live)
 
     def _describe(self) -> str:
-        what = self.kind or "all kinds"
+        what = self.kind or ", ".join(sorted(self.kinds)) or "all kinds"
         if self.node:
             what += f" on node {self.node}"
         return f"{what} in {self.namespace}" if self.namespace else what
@@ -144,8 +147,8 @@ class Hub:
         self._by_node: dict[str, set[Watcher]] = {}  # watchers of one node's pods
 
     def add(self, kind: str, namespace: str, after: int,
-            replay: Replay, node: str = "") -> Watcher:
-        watcher = Watcher(self, kind, namespace, after, self.capacity, replay, node)
+            replay: Replay, node: str = "", kinds: tuple[str, ...] = ()) -> Watcher:
+        watcher = Watcher(self, kind, namespace, after, self.capacity, replay, node, kinds)
         with self._lock:
             self._index(watcher).setdefault(node or kind, set()).add(watcher)
         return watcher

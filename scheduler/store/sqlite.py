@@ -379,11 +379,16 @@ class SqliteStore:
     # -- watches -------------------------------------------------------------
 
     def watch(self, kind: str = "", namespace: str = "",
-              from_revision: int | None = None, node: str = "") -> Watcher:
+              from_revision: int | None = None, node: str = "",
+              kinds: tuple[str, ...] = ()) -> Watcher:
         if kind:
             check_kind(kind)
             if kind in CLUSTER_SCOPED:
                 namespace = ""
+        if kinds and kind:
+            raise ValueError(f"a watch of {kind} cannot also name kinds {', '.join(kinds)}")
+        for each in kinds:
+            check_kind(each)
         if from_revision is not None and from_revision < 0:
             raise ValueError(f"from_revision must be 0 or more, not {from_revision}")
         if node and kind != "Pod":
@@ -393,21 +398,23 @@ class SqliteStore:
         with self._write_lock:
             self._check_open()
             if from_revision is None:
-                return self._hub.add(kind, namespace, self._revision, [], node)
+                return self._hub.add(kind, namespace, self._revision, [], node, kinds)
             if from_revision < self._compacted:
                 raise Compacted(f"revision {from_revision} is compacted: {self._label} keeps "
                                 f"changes after revision {self._compacted}; list again")
-            replay = self._replay(kind, namespace, from_revision)
+            replay = self._replay((kind,) if kind else kinds, namespace, from_revision)
             if node:
                 replay = [r for r in replay if node_of(cluster_pb2.Object.FromString(r[2])) == node]
-            return self._hub.add(kind, namespace, from_revision, replay, node)
+            return self._hub.add(kind, namespace, from_revision, replay, node, kinds)
 
-    def _replay(self, kind: str, namespace: str, after: int) -> Replay:
+    def _replay(self, kinds: tuple[str, ...], namespace: str, after: int) -> Replay:
+        """The history after ``after``, of ``kinds`` (all if none) in ``namespace``."""
+        of_kinds = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else ""
         try:
             rows = self._conn.execute(
-                "SELECT revision, type, data FROM history WHERE revision > ?"
-                " AND (? = '' OR kind = ?) AND (? = '' OR namespace = ?) ORDER BY revision",
-                (after, kind, kind, namespace, namespace)).fetchall()
+                "SELECT revision, type, data FROM history WHERE revision > ?" + of_kinds
+                + " AND (? = '' OR namespace = ?) ORDER BY revision",
+                (after, *kinds, namespace, namespace)).fetchall()
         except sqlite3.Error as e:
             raise StoreFileError(f"{self._label}: cannot read history: {e}") from e
         return [(revision, EventType(type_), data) for revision, type_, data in rows]

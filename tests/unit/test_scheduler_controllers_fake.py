@@ -35,9 +35,11 @@ from scheduler.store.base import (
 
 
 class FakeWatch:
-    def __init__(self, cluster: FakeCluster, kind: str, namespace: str) -> None:
+    def __init__(self, cluster: FakeCluster, kind: str, namespace: str,
+                 kinds: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
         self.kind = kind
+        self.kinds = kinds
         self.namespace = namespace
         self.queue: deque[Change] = deque()
         self.dropped: type[Exception] | None = None
@@ -46,6 +48,7 @@ class FakeWatch:
     def wants(self, change: Change) -> bool:
         key = key_of(change.object)
         return ((not self.kind or key.kind == self.kind)
+                and (not self.kinds or key.kind in self.kinds)
                 and (not self.namespace or key.namespace == self.namespace))
 
     def next(self, timeout: float | None = None) -> Change | None:
@@ -220,10 +223,11 @@ class FakeCluster:
         self._record(EventType.DELETED, obj)
         return obj
 
-    def watch(self, kind: str = "", namespace: str = "", from_revision: int = 0) -> FakeWatch:
+    def watch(self, kind: str = "", namespace: str = "", from_revision: int = 0,
+              node: str = "", kinds: tuple[str, ...] = ()) -> FakeWatch:
         if from_revision and from_revision < self.compacted:
             raise Compacted(f"revision {from_revision} is compacted (oldest {self.compacted})")
-        w = FakeWatch(self, kind, namespace)
+        w = FakeWatch(self, kind, namespace, kinds)
         if from_revision:
             w.queue.extend(c for c in self.history if c.revision > from_revision and w.wants(c))
         self.watches.append(w)

@@ -1,5 +1,6 @@
-"""Watches of one node's pods (store.watch(..., node=)): each change reaches the
-watcher of the node its pod is bound to, and no other node's."""
+"""Narrowed watches: of one node's pods (store.watch(..., node=)), where each change
+reaches the watcher of the node its pod is bound to and no other node's; and of a
+few kinds in one stream (store.watch(kinds=)), as a controller's informer keeps them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from proto.podium.v1 import cluster_pb2
-from scheduler.objects import Key
-from scheduler.store import EventType, SqliteStore
+from scheduler.objects import Key, UnknownKind
+from scheduler.store import Change, EventType, SqliteStore
 from scheduler.store.base import Watch
 
 
@@ -23,13 +24,17 @@ def pod(name: str, node: str = "") -> cluster_pb2.Object:
     return obj
 
 
+def drain(watch: Watch) -> list[Change]:
+    changes = []
+    while (change := watch.next(0.0)) is not None:
+        changes.append(change)
+    return changes
+
+
 def seen(watch: Watch) -> list[tuple[EventType, str, str]]:
     """(type, pod, node) of every change waiting in the watch."""
-    out = []
-    while (change := watch.next(0.0)) is not None:
-        p = change.object.pod
-        out.append((change.type, p.metadata.name, p.spec.node_name))
-    return out
+    return [(c.type, c.object.pod.metadata.name, c.object.pod.spec.node_name)
+            for c in drain(watch)]
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -82,3 +87,32 @@ def test_a_node_watch_is_a_watch_of_pods(store: SqliteStore) -> None:
     for kind in ("Node", ""):
         with pytest.raises(ValueError, match="a watch by node is a watch of pods"):
             store.watch(kind, node="n1")
+
+
+def event(name: str) -> cluster_pb2.Object:
+    obj = cluster_pb2.Object()
+    obj.event.metadata.name = name
+    obj.event.metadata.namespace = "default"
+    obj.event.reason = "Started"
+    return obj
+
+
+def test_a_watch_of_some_kinds_sees_them_in_order_and_nothing_else(store: SqliteStore) -> None:
+    live = store.watch(kinds=("Pod", "Node"))
+    store.create(pod("a"))
+    store.create(event("a.1"))
+    node = cluster_pb2.Object()
+    node.node.metadata.name = "n1"
+    store.create(node)
+    store.create(event("a.2"))
+    replayed = store.watch(from_revision=0, kinds=("Pod", "Node"))
+    for watch in (live, replayed):
+        assert [(c.revision, c.object.WhichOneof("kind")) for c in drain(watch)] == [
+            (1, "pod"), (3, "node")]
+
+
+def test_kinds_go_with_a_watch_of_all_kinds(store: SqliteStore) -> None:
+    with pytest.raises(ValueError, match="a watch of Pod cannot also name kinds Node"):
+        store.watch("Pod", kinds=("Node",))
+    with pytest.raises(UnknownKind):
+        store.watch(kinds=("Gadget",))

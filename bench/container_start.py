@@ -210,8 +210,11 @@ class InProcess:
     def run(self, i: int) -> float:
         assert self._proc.stdin is not None
         cid = f"{ID_PREFIX}-lib-{os.getpid()}-{i}"
-        self._proc.stdin.write(cid + "\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(cid + "\n")
+            self._proc.stdin.flush()
+        except OSError as e:  # the worker is gone: every later run fails the same way
+            raise RunFailed(f"library worker gone: {e}") from None
         reply = self._reply()
         if "error" in reply:
             raise RunFailed(reply["error"])
@@ -221,7 +224,10 @@ class InProcess:
 
     def close(self) -> None:
         if self._proc.stdin is not None:
-            self._proc.stdin.close()  # the worker ends at end of input
+            try:
+                self._proc.stdin.close()  # the worker ends at end of input
+            except OSError:
+                pass  # it ended already
         self._proc.wait(timeout=30)
 
     def force_delete(self, cid: str) -> None:

@@ -80,10 +80,9 @@ class _Entry:
     removal: tuple[float | None] | None = None  # a REMOVE (its grace) that came meanwhile
     next_sync: float = 0.0  # clock time its next sync is due (with a sync period)
     published: pod_pb2.PodStatus | None = None  # ``status`` as ``_publish_one`` last saw it
-    # The Pod the view holds for this entry, and the (pod, status) it was made of: a
+    # The Pod the view holds for this entry, with the pod and status it was made of: a
     # step rebuilds only what changed, not a copy of every pod each time it wakes.
-    shown: pod_pb2.Pod | None = None
-    shown_of: tuple[pod_pb2.Pod, pod_pb2.PodStatus] | None = None
+    shown: tuple[pod_pb2.Pod, pod_pb2.Pod, pod_pb2.PodStatus] | None = None
 
 
 class PodLoop:
@@ -156,7 +155,8 @@ class PodLoop:
             # Each pod's status is shown as soon as it is known, not after the
             # whole batch: a burst of new pods must not wait for the slowest. A
             # worker hands back the same status object while nothing changed.
-            if entry.status is not entry.published or not self._shown(entry):
+            fresh = _shows(entry, entry.pod, entry.status)
+            if entry.status is not entry.published or not fresh:
                 self._publish_one(entry)
         self._publish()
         self.last_step = self.clock()
@@ -296,23 +296,21 @@ class PodLoop:
         if len(view) != len(old) or any(old.get(uid) is not pod for uid, pod in view.items()):
             self._view = view
 
-    def _shown(self, entry: _Entry) -> bool:
-        """Whether the view's pod for ``entry`` is made of its current pod and status."""
-        made = entry.shown_of
-        return made is not None and made[0] is entry.pod and made[1] is entry.status
-
     def _view_pod(self, entry: _Entry) -> pod_pb2.Pod:
         """The pod with its status as the view shows it, made again only on a change."""
         # Read once: a starter thread may hand the entry a new status meanwhile.
         source, status = entry.pod, entry.status
-        made = entry.shown_of
-        if entry.shown is None or made is None or made[0] is not source \
-                or made[1] is not status:
+        if entry.shown is None or not _shows(entry, source, status):
             pod = pod_pb2.Pod()
             pod.CopyFrom(source)
             pod.status.CopyFrom(status)
-            entry.shown, entry.shown_of = pod, (source, status)
-        return entry.shown
+            entry.shown = (pod, source, status)
+        return entry.shown[0]
+
+
+def _shows(entry: _Entry, pod: pod_pb2.Pod, status: pod_pb2.PodStatus) -> bool:
+    """Whether the view's pod for ``entry`` was made of ``pod`` and ``status``."""
+    return entry.shown is not None and entry.shown[1] is pod and entry.shown[2] is status
 
 
 def _pending() -> pod_pb2.PodStatus:

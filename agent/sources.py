@@ -159,7 +159,7 @@ class StaticManifestSource:
         if not changed and self._next_scan is not None and now < self._next_scan:
             return []
         self._next_scan = now + self.poll_interval
-        return self._scan(named if self._watch is not None else None)
+        return self._scan(named)
 
     def fileno(self) -> int | None:
         """The inotify descriptor, readable when the directory changed; None without."""

@@ -90,12 +90,6 @@ class DirectoryWatch:
     def fileno(self) -> int:
         return self.fd
 
-    def changed(self) -> bool:
-        """Whether anything happened in the directory since the last call (reads the
-        events without blocking)."""
-        names = self.changes()
-        return names is None or bool(names)
-
     def changes(self) -> set[str] | None:
         """The names of the entries made, written, renamed or removed since the last
         call (reads the events without blocking); None when that is not known: the

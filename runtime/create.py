@@ -227,10 +227,10 @@ def _fork_init(config: ContainerConfig, placement: Placement, state_dir: Path, s
 def _place(placement: Placement, child: int, sync_r: int, go_w: int) -> None:
     """Make the cgroup and put the just-forked ``child`` in it, then tell it so.
 
-    Done after the fork rather than before: the child meanwhile gets going and makes
-    its namespaces (all but the cgroup namespace, which waits for this), so the
-    cgroup's mkdirs and writes, one per hierarchy on v1, and the child's start
-    overlap on two CPUs instead of adding up."""
+    Done after the fork rather than before: the child meanwhile makes its namespaces
+    and builds its root filesystem (its cgroup namespace waits for this:
+    ``runtime.init.enter_cgroup``), so the cgroup's mkdirs and writes, one per
+    hierarchy on v1, and the child's work overlap on two CPUs instead of adding up."""
     try:
         placement.place(child)
     except BaseException as e:

@@ -5,8 +5,9 @@
 One agent runs (``nsenter --net``) inside a network namespace the bench makes and
 removes (``ptbench``, under a temporary directory), so its bridge, veths and
 nftables table never touch the host's network. Its root, image store and manifest
-directory are temporary, its cgroup parent is ``podium-bench-agent``, and it listens
-on a unix socket. The busybox image is imported into its store first.
+directory are temporary (the root a tmpfs, as its default /run/podium is on a
+node), its cgroup parent is ``podium-bench-agent``, and it listens on a unix
+socket. The busybox image is imported into its store first.
 
 Phase 1, a burst: N single-container pods (``sleep 3600``) are started at once: one
 manifest file each, written to a hidden temporary name and renamed into place (the
@@ -80,6 +81,7 @@ from runtime.api import Runtime  # noqa: E402
 from runtime.images import ImageStore, import_rootfs  # noqa: E402
 from runtime.images.bases import busybox_rootfs  # noqa: E402
 from runtime.processes import reap_children  # noqa: E402
+from tests.support.nodes import mount_state_tmpfs, unmount_state_tmpfs  # noqa: E402
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "podium-bench-agent"
@@ -158,6 +160,7 @@ class Node:
 
     def prepare(self) -> None:
         create_netns(self.netns)
+        mount_state_tmpfs(self.root)
         self.manifests.mkdir()
         store = ImageStore(self.work / "images")
         rootfs, tarball = self.work / "rootfs", self.work / "busybox.tar"
@@ -411,6 +414,7 @@ def cleanup(node: Node) -> list[str]:
             d.rmdir()
         except OSError as e:
             warnings.append(f"could not remove cgroup {d}: {e.strerror}")
+    unmount_state_tmpfs(node.root)
     work = str(node.work)
     with open("/proc/self/mountinfo") as f:
         mounts = [line.split()[4] for line in f]

@@ -5,7 +5,9 @@
 A podium-scheduler (SQLite, default timeouts: NotReady after 5 s without a
 heartbeat, eviction 5 s later) and three podium-agents, each in a network
 namespace of its own (the same set-up as tests/integration/test_cluster.py;
-all state under a temporary directory, cgroups under podium-bench-cluster).
+all state under a temporary directory, cgroups under podium-bench-cluster). Each
+agent's --root is a tmpfs, as its default /run/podium is on a node; the
+scheduler's database stays on the disk.
 
 1. Start: N busybox pods are created through the API at once (one Create per
    pod, timestamped when acknowledged); a watch records when each is first
@@ -294,7 +296,7 @@ def main() -> int:
         import_busybox(images, rootfs, IMAGE)
         scheduler = SchedulerProcess(tmp)
         agents = {name: AgentNode(tmp, name, scheduler.address, images,
-                                  f"{CGROUP}/{name}", f"pbcbr{i}")
+                                  f"{CGROUP}/{name}", f"pbcbr{i}", state_on_tmpfs=True)
                   for i, name in enumerate(("pbc1", "pbc2", "pbc3"))}
         channel = grpc.insecure_channel(scheduler.address)
         api = cluster_pb2_grpc.ClusterServiceStub(channel)

@@ -72,14 +72,32 @@ class SchedulerProcess(Process):
                           "--data", str(tmp / "scheduler"), *extra], tmp / "scheduler.log")
 
 
+def mount_state_tmpfs(path: Path) -> None:
+    """Makes `path` a tmpfs, as /run is on a systemd node, for an agent's --root
+    (whose default is /run/podium). On an ext4 without a journal, as a VM's disk
+    may be, every new inode would otherwise be searched for past the inodes
+    deleted in the last minutes, and a pod start makes and removes dozens."""
+    path.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "podium-state", str(path)],
+                   check=True, capture_output=True)
+
+
+def unmount_state_tmpfs(path: Path) -> None:
+    """Undoes `mount_state_tmpfs`, once the agent and its containers are gone."""
+    _unmount_quietly(path)
+
+
 class AgentNode(Process):
     def __init__(self, tmp: Path, name: str, scheduler: str, images: Path,
-                 cgroup_parent: str, bridge: str, wire: Wire | None = None) -> None:
+                 cgroup_parent: str, bridge: str, wire: Wire | None = None,
+                 state_on_tmpfs: bool = False) -> None:
         self.name = name
         self.dir = tmp / name
         self.dir.mkdir()
         self.netns = self.dir / "netns"
         self.root = self.dir / "root"
+        if state_on_tmpfs:
+            mount_state_tmpfs(self.root)
         self.sock = self.dir / "agent.sock"
         self.cgroup_parent = cgroup_parent
         create_netns(self.netns)
@@ -113,6 +131,7 @@ class AgentNode(Process):
             remove_netns(netns_dir / name)
         remove_netns(self.netns)
         remove_cgroup_dirs(self.cgroup_parent)
+        unmount_state_tmpfs(self.root)
 
 
 def remove_cgroup_dirs(path: str) -> None:

@@ -17,6 +17,7 @@ status — pure, given the figures, the settings and the previous status.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import socket
@@ -270,6 +271,10 @@ def _os_release(lines: Iterable[str]) -> dict[str, str]:
     return values
 
 
+# Both are read once per process: the cgroup layout and the installed podium do not
+# change under a running agent, and each read costs milliseconds (the mount table,
+# the installed distributions), which a heartbeat a second would pay every time.
+@functools.cache
 def _cgroup_version() -> str:
     from runtime.cgroups import cgroup_version
 
@@ -279,6 +284,7 @@ def _cgroup_version() -> str:
         return ""
 
 
+@functools.cache
 def _podium_version() -> str:
     try:
         return importlib.metadata.version("podium")

@@ -209,7 +209,7 @@ class Node:
         raise SystemExit(f"agent_pods: {why}; agent log (last lines):\n" + "\n".join(tail))
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time of the agent and its descendants (its fork server)."""
+        """User and system CPU time of the agent and its fork server (not the shims)."""
         total = 0.0
         for pid in self.agent_pids():
             try:
@@ -220,20 +220,21 @@ class Node:
         return total
 
     def agent_pids(self) -> list[int]:
-        """The agent and its descendants: today that is its fork server."""
+        """The agent and its children: its fork server (the shims are the server's
+        children, and counted apart)."""
         assert self.proc is not None
         agent = psutil.Process(self.proc.pid)
-        return [agent.pid, *(p.pid for p in agent.children(recursive=True))]
+        return [agent.pid, *(p.pid for p in agent.children())]
 
     def shim_pids(self, pods: Iterable[Any]) -> list[int]:
         """The shims of the pods' containers: the parents of the containers' inits.
 
-        A shim is forked by the agent's fork server, forks again and calls setsid,
-        so it is not the agent's descendant: it is re-parented to the nearest
-        subreaper (this bench, see ``main``) or to PID 1. Walking the agent's
-        process tree would miss every shim; instead each container's init PID comes
-        from the runtime's state (the container ID from ListPods), and the shim is
-        that init's parent, as the shim is a child subreaper that forks the init.
+        A shim is the agent's fork server's child while the server runs, and is
+        re-parented to the nearest subreaper (this bench, see ``main``) once the
+        server is gone; the server also has helpers of its own. So each container's
+        init PID comes from the runtime's state (the container ID from ListPods),
+        and the shim is that init's parent, as the shim is a child subreaper that
+        forks the init.
         """
         rt, shims = self.runtime, []
         for pod in pods:
@@ -537,8 +538,9 @@ def main() -> int:
         sys.exit(f"cgroup {CGROUP_PARENT} exists already: another run, or a leftover")
     import prctl
 
-    # Shims double-fork away from the agent; as a subreaper this process inherits
-    # them, so none can escape the cleanup below and their exits are collected here.
+    # Shims outlive the agent's fork server, re-parented to the nearest subreaper: as
+    # one, this process inherits them, so none escapes the cleanup below and their
+    # exits are collected here.
     prctl.set_child_subreaper(1)
     node = Node(Path(tempfile.mkdtemp(prefix="podium-bench-agent-")))
     try:

@@ -13,11 +13,13 @@ A request is one byte saying its kind, then the pickle.
 
 Three kinds of request:
 
-    ShimRequest   start a container under a new shim: the server forks (twice) the
-                  shim, ``runtime.shim.run_shim``, and answers at once with the read
-                  end of a pipe (passed as a file descriptor); the shim has the
-                  container created and started and writes the pickled ``State`` (or
-                  the error) into the pipe. So several containers start at once.
+    ShimRequest   start a container under a new shim: the server forks the shim,
+                  ``runtime.shim.run_shim`` in a session of its own, and answers at
+                  once with the read end of a pipe (passed as a file descriptor); the
+                  shim has the container created and started and writes the pickled
+                  ``State`` (or the error) into the pipe. So several containers start
+                  at once. The server reaps each shim that ends; once the server is
+                  gone, init (or the nearest subreaper) does.
                   The server does not even unpickle the request: the less it writes
                   between two forks, the more pages each shim shares with it and
                   with the other shims (see ``runtime.shim`` on memory).
@@ -58,7 +60,7 @@ from runtime.execsessions import (
     session_helper,
 )
 from runtime.processes import exit_code, reap_all, reap_children, wait_with_timeout
-from runtime.shim import detach, shim_outcome
+from runtime.shim import shim_outcome
 from runtime.spec.model import ContainerConfig, Process
 from runtime.state import State, StateStore
 
@@ -238,7 +240,7 @@ def _no_op(signum: int, frame: object) -> None:
 
 
 def _serve(sock: socket.socket) -> None:
-    helpers: set[int] = set()
+    helpers: set[int] = set()  # waited for when the server stops; shims are not
     try:
         while True:
             _reap_ended(helpers)
@@ -290,11 +292,18 @@ def _warm() -> None:
 
 
 def _start_shim(sock: socket.socket, body: bytes) -> None:
-    """Forks the shim of a pickled ``ShimRequest`` through a middle process that
-    exits at once (so the shim is not the server's child), and hands back the read
-    end of the pipe it reports on."""
-    _fork_answering(sock, "shim", _pipe,
-                    lambda report_fd: detach(lambda: _shim_main(body, report_fd)), None)
+    """Forks the shim of a pickled ``ShimRequest`` and hands back the read end of the
+    pipe it reports on. The shim is the server's child, not a grandchild through a
+    middle process that exits (as ``runtime.shim.spawn_shim`` does for a caller that
+    would not reap it): a fork and an exit less per container. The server reaps it
+    if it ends first (``_reap_ended``) and never waits for it. Its own session keeps
+    the agent's terminal and process group away from it."""
+
+    def shim(report_fd: int) -> None:
+        os.setsid()
+        _shim_main(body, report_fd)
+
+    _fork_answering(sock, "shim", _pipe, shim, None)
 
 
 def _encode(request: ShimRequest | ExecRequest | SessionRequest) -> bytes:
@@ -358,8 +367,8 @@ def _fork_answering(sock: socket.socket, what: str, ends: Callable[[], tuple[int
                     child: Callable[[int], None], helpers: set[int] | None) -> None:
     """Forks a process that runs ``child`` with its end of a new channel (``ends``: a
     pipe or a socketpair), and sends the caller the other end (or the error). The
-    process is added to ``helpers``, for reaping later; or with None, it is one that
-    only forks and exits, reaped now."""
+    process is added to ``helpers``, to be waited for when the server stops (None:
+    a shim, which is not)."""
     try:
         ours, theirs = ends()
     except OSError as e:
@@ -382,9 +391,7 @@ def _fork_answering(sock: socket.socket, what: str, ends: Callable[[], tuple[int
             code = 1
         os._exit(code)
     os.close(theirs)
-    if helpers is None:
-        exit_code(pid)
-    else:
+    if helpers is not None:
         helpers.add(pid)
     try:
         socket.send_fds(sock, [pickle.dumps(None)], [ours])
@@ -419,10 +426,13 @@ def _exec_helper(request: ExecRequest) -> object:
 
 
 def _reap_ended(helpers: set[int]) -> None:
-    for pid in list(helpers):
+    """Reaps every child that has ended, helper or shim, without waiting: one
+    ``waitpid`` per ended child, not one per child that still runs."""
+    while True:
         try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            done = pid
-        if done:
-            helpers.discard(pid)
+            return  # no child at all
+        if not pid:
+            return
+        helpers.discard(pid)

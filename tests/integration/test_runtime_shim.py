@@ -1,6 +1,7 @@
 """How a shim is laid out: forked from a fork server that is a fresh interpreter,
-detached from it, the container's init its only child once the container started
-(the short-lived child that created it has exited), its report read from a pipe."""
+in a session of its own, reaped by the server when it ends and outliving it, the
+container's init its only child once the container started (the short-lived child
+that created it has exited), its report read from a pipe."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_the_fork_server_is_a_fresh_interpreter(fork_server: ForkServer) -> None
     assert process.cmdline()[1] == "-c"  # not a fork of this (threaded, test) process
 
 
-def test_a_shim_from_the_server_is_detached_and_the_inits_only_parent(
+def test_a_shim_from_the_server_has_its_own_session_and_is_the_inits_only_parent(
         rt: Runtime, fork_server: ForkServer, busybox_rootfs: Path, tmp_dir: Path) -> None:
     log = tmp_dir / "sh.log"
     state = fork_server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "sh-tree",
@@ -41,7 +42,8 @@ def test_a_shim_from_the_server_is_detached_and_the_inits_only_parent(
     init = psutil.Process(state.pid)
     shim = init.parent()
     assert shim is not None and shim.pid not in (fork_server.pid, os.getpid())
-    assert shim.ppid() != fork_server.pid  # forked twice: not the server's child
+    assert shim.ppid() == fork_server.pid  # forked once, by the server
+    assert os.getsid(shim.pid) == shim.pid != os.getsid(0)  # away from our terminal
     deadline = time.monotonic() + 10
     while [c.pid for c in shim.children()] != [state.pid]:  # the creating child is gone
         assert time.monotonic() < deadline, [c.pid for c in shim.children()]
@@ -53,6 +55,27 @@ def test_a_shim_from_the_server_is_detached_and_the_inits_only_parent(
     record = wait_for_exit_record(rt, "sh-tree")
     assert record["exitCode"] == 137 and record["signal"] == 9
     rt.delete("sh-tree")
+    while psutil.pid_exists(shim.pid) and shim.status() == psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline + 5, "the server left its ended shim a zombie"
+        time.sleep(0.05)
+    assert not psutil.pid_exists(shim.pid)
+
+
+def test_shims_outlive_their_server(rt: Runtime, busybox_rootfs: Path) -> None:
+    server = ForkServer.start()
+    try:
+        state = server.spawn_shim(ShimRequest(rt.store.root, rt.cgroup_parent, "sh-left",
+                                              command_config(busybox_rootfs, "sleep", "600")))
+        shim = psutil.Process(state.pid).parent()
+        assert shim is not None and shim.ppid() == server.pid
+    finally:
+        server.close()  # returns once the server has exited: it does not wait for shims
+    assert not psutil.pid_exists(server.pid)
+    assert shim.is_running() and shim.status() != psutil.STATUS_ZOMBIE
+    assert psutil.Process(state.pid).status() != psutil.STATUS_ZOMBIE
+    rt.kill("sh-left", 9)
+    assert wait_for_exit_record(rt, "sh-left")["signal"] == 9
+    rt.delete("sh-left")
 
 
 def test_the_server_reports_a_failed_start_and_a_bad_id(

@@ -1,7 +1,8 @@
 """The node's bridge: every pod's veth is a port on it; it holds the pod CIDR's gateway.
 
 The functions here take an open ``IPRoute``, already in the node's network
-namespace (``PodNetwork`` opens it), so they compose into one netlink session.
+namespace (``PodNetwork`` opens it), so they compose into one netlink session
+(each pod's veth goes through ``rtnl.Rtnl`` instead).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def netlink_errors(what: str) -> Iterator[None]:
         raise NetworkError(f"{what}: {e.args[1] if len(e.args) > 1 else e}") from e
 
 
-def link_index(ipr: Any, name: str) -> int | None:
+def link_index(name: str) -> int | None:
     """The index of device ``name``, None if there is none, in the calling thread's
-    network namespace: the one ``ipr`` was opened in, as everywhere here.
+    network namespace (where the netlink sockets here are opened).
 
     ``if_nametoindex`` asks for that one device; a netlink lookup by name lists every
     device, which on a node with a hundred pods' veths costs milliseconds each time."""
@@ -49,7 +50,7 @@ def ensure_bridge(ipr: Any, name: str, gateway: IPv4Interface) -> int:
     Idempotent, and safe against another process doing the same at once: an
     "exists" answer from the kernel counts as success.
     """
-    index = link_index(ipr, name)
+    index = link_index(name)
     if index is None:
         with netlink_errors(f"bridge {name}: create"):
             try:
@@ -57,7 +58,7 @@ def ensure_bridge(ipr: Any, name: str, gateway: IPv4Interface) -> int:
             except Exception as e:
                 if getattr(e, "code", None) != errno.EEXIST:
                     raise
-        index = link_index(ipr, name)
+        index = link_index(name)
         if index is None:
             raise NetworkError(f"bridge {name}: created but not found")
     kind = _link_kind(ipr, index)
@@ -78,7 +79,7 @@ def ensure_bridge(ipr: Any, name: str, gateway: IPv4Interface) -> int:
 
 def delete_link(ipr: Any, name: str) -> bool:
     """Remove the device ``name`` if it exists (a veth takes its peer with it)."""
-    index = link_index(ipr, name)
+    index = link_index(name)
     if index is None:
         return False
     with netlink_errors(f"device {name}: delete"):

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from agent.errors import NetworkError
 from runtime.syscalls import (
@@ -82,13 +82,16 @@ def create_namespace(path: Path, kind: str = "net", hostname: str | None = None)
     create_namespaces({kind: path}, hostname)
 
 
-def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None) -> None:
+def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None,
+                      inside: Callable[[], T] | None = None) -> T | None:
     """Make a new namespace of each kind in ``paths`` (net, ipc, uts) and bind it at
-    its path (which must not exist); a new UTS namespace gets ``hostname``.
+    its path (which must not exist); a new UTS namespace gets ``hostname``. Then
+    ``inside()``, if given, runs in them, in the thread that made them, and this
+    returns what it returned: a socket it opened stays in the new namespace.
 
     One thread and one unshare for all of them (a pod's IPC and UTS namespaces are
     made at every pod start, so a thread and a system call each count). All or
-    none: on a failure what this call made is removed.
+    none: on a failure, ``inside``'s too, what this call made is removed.
     """
     flags = 0
     for kind, path in paths.items():
@@ -98,7 +101,7 @@ def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None) ->
     def where(kind: str) -> str:
         return f"{_WORDS[kind]} namespace {paths[kind]}"
 
-    def make() -> None:
+    def make() -> T | None:
         made: list[Path] = []
         try:
             for kind, path in paths.items():
@@ -125,18 +128,25 @@ def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None) ->
                                     MS_BIND, None)
                 except OSError as e:
                     raise NetworkError(f"{where(kind)}: {e.strerror}") from e
+            return None if inside is None else inside()
         except BaseException:
             for path in made:
                 with suppress(NetworkError):  # the first failure is the one to tell
                     remove_namespace(path)  # bound or still a bare file: both go
             raise
 
-    _in_thread(make)
+    return _in_thread(make)
 
 
-def create_netns(path: Path) -> None:
-    """Make a new network namespace and bind it at ``path`` (which must not exist)."""
-    create_namespace(path, "net")
+@overload
+def create_netns(path: Path) -> None: ...
+@overload
+def create_netns(path: Path, inside: Callable[[], T]) -> T: ...
+def create_netns(path: Path, inside: Callable[[], T] | None = None) -> T | None:
+    """Make a new network namespace and bind it at ``path`` (which must not exist);
+    with ``inside``, what it returns when called in the new namespace (as for
+    ``create_namespaces``)."""
+    return create_namespaces({"net": path}, inside=inside)
 
 
 def remove_namespace(path: Path) -> None:

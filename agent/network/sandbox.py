@@ -54,6 +54,7 @@ from agent.network.podfiles import (
     write_host_network_files,
     write_pod_files,
 )
+from agent.network.rtnl import Rtnl
 
 POD_IFNAME = "eth0"
 DEFAULT_POD_DNS = PodDns()  # namespace "default", ClusterFirst, no dnsConfig
@@ -145,9 +146,11 @@ class PodNetwork:
         try:
             address = self.ipam.allocate(pod_uid)
             sandbox = self._sandbox(pod_uid, address)
-            create_netns(netns)
-            run_in_netns(self.config.node_netns, lambda: self._plug(sandbox))
-            run_in_netns(netns, lambda: self._configure_pod_side(sandbox))
+            # A socket opened inside the new namespace (by the thread that makes it)
+            # configures the pod's side from here, with no thread to enter it again.
+            with create_netns(netns, Rtnl) as pod_side:
+                run_in_netns(self.config.node_netns, lambda: self._plug(sandbox))
+                self._configure_pod_side(sandbox, pod_side)
             write_pod_files(sandbox.files, hostname, address.ip, resolver)
         except BaseException:
             self.teardown(pod_uid)
@@ -195,8 +198,8 @@ class PodNetwork:
         files = self.files_dir(pod_uid)
 
         def unplug() -> None:
-            with _iproute() as ipr:
-                delete_link(ipr, veth)
+            with Rtnl() as rtnl, netlink_errors(f"veth {veth}: delete"):
+                rtnl.delete_link(veth)
 
         def remove_files() -> None:
             shutil.rmtree(files, ignore_errors=True)
@@ -283,44 +286,42 @@ class PodNetwork:
     def _plug(self, sandbox: Sandbox) -> None:
         """In the node's namespace: the veth pair, its peer born inside the pod's as eth0."""
         bridge_name, veth = self.config.bridge, sandbox.host_veth
-        with _iproute() as ipr:
-            bridge = link_index(ipr, bridge_name)
+        with Rtnl() as rtnl:
+            bridge = link_index(bridge_name)
             if bridge is None:
                 raise NetworkError(f"bridge {bridge_name}: missing (set up the node first)")
-            delete_link(ipr, veth)  # a leftover of this same pod, from a crash
+            with netlink_errors(f"veth {veth}: delete"):
+                rtnl.delete_link(veth)  # a leftover of this same pod, from a crash
             fd = os.open(sandbox.netns, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 # Born a port of the bridge, and up: one netlink request, not two.
                 with netlink_errors(f"veth {veth}: create on bridge {bridge_name}"):
-                    ipr.link("add", ifname=veth, kind="veth", master=bridge, state="up",
-                             peer={"ifname": POD_IFNAME, "net_ns_fd": fd})
+                    rtnl.add_veth(veth, bridge, POD_IFNAME, fd)
             finally:
                 os.close(fd)
-            index = link_index(ipr, veth)
+            index = link_index(veth)
             if index is None:
                 raise NetworkError(f"veth {veth}: created but not found")
             # A pod reaching itself through its Service's DNAT: with bridge netfilter
             # on, the frame goes back out the port it came in on, which the bridge
             # allows only in hairpin mode.
             with netlink_errors(f"veth {veth}: hairpin mode"):
-                ipr.brport("set", index=index, mode=1)
+                rtnl.set_hairpin(index)
 
-    def _configure_pod_side(self, sandbox: Sandbox) -> None:
-        """In the pod's namespace: lo and eth0 up, the address, the default route."""
+    def _configure_pod_side(self, sandbox: Sandbox, rtnl: Rtnl) -> None:
+        """Through a socket in the pod's namespace: lo and eth0 up, the address, the
+        default route."""
         where = f"pod {sandbox.pod_uid}"
-        with _iproute() as ipr:
-            lo, eth0 = link_index(ipr, "lo"), link_index(ipr, POD_IFNAME)
-            if lo is None or eth0 is None:
-                raise NetworkError(f"{where}: lo or {POD_IFNAME} missing in {sandbox.netns}")
-            with netlink_errors(f"{where}: set lo up"):
-                ipr.link("set", index=lo, state="up")
-            with netlink_errors(f"{where}: add {sandbox.address} to {POD_IFNAME}"):
-                ipr.addr("add", index=eth0, address=str(sandbox.ip),
-                         prefixlen=sandbox.address.network.prefixlen)
-            with netlink_errors(f"{where}: set {POD_IFNAME} up"):
-                ipr.link("set", index=eth0, state="up")
-            with netlink_errors(f"{where}: default route via {sandbox.gateway}"):
-                ipr.route("add", dst="0.0.0.0/0", gateway=str(sandbox.gateway), oif=eth0)
+        with netlink_errors(f"{where}: lo or {POD_IFNAME} missing in {sandbox.netns}"):
+            lo, eth0 = rtnl.index("lo"), rtnl.index(POD_IFNAME)
+        with netlink_errors(f"{where}: set lo up"):
+            rtnl.set_up(lo)
+        with netlink_errors(f"{where}: add {sandbox.address} to {POD_IFNAME}"):
+            rtnl.add_address(eth0, sandbox.address)
+        with netlink_errors(f"{where}: set {POD_IFNAME} up"):
+            rtnl.set_up(eth0)
+        with netlink_errors(f"{where}: default route via {sandbox.gateway}"):
+            rtnl.add_default_route(sandbox.gateway, eth0)
 
 
 def _iproute() -> Any:

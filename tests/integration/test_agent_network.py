@@ -9,6 +9,7 @@ names; the host's own network is never touched.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from agent.network import (
     remove_netns,
     run_in_netns,
 )
+from agent.network.rtnl import Rtnl
 from tests.conftest import need, need_root
 
 pytestmark = pytest.mark.root
@@ -284,6 +286,27 @@ def test_failed_setup_undoes_itself(node: Node) -> None:
     assert not node.net.netns_path("uid-a").exists()
     assert node.net.ipam.allocations() == {}
     assert links(node.netns) == {"lo"}
+
+
+def test_rtnl_answers_with_the_kernels_errors(node: Node) -> None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    def inside() -> None:
+        with Rtnl() as rtnl:
+            with pytest.raises(NetlinkError) as missing:
+                rtnl.index("ptnothing0")
+            assert missing.value.code == errno.ENODEV
+            assert rtnl.delete_link("ptnothing0") is False
+            lo = rtnl.index("lo")
+            assert lo == socket.if_nametoindex("lo")
+            rtnl.add_address(lo, IPv4Interface("10.250.9.1/24"))
+            with pytest.raises(NetlinkError, match="File exists") as twice:
+                rtnl.add_address(lo, IPv4Interface("10.250.9.1/24"))
+            assert twice.value.code == errno.EEXIST
+
+    run_in_netns(node.netns, inside)
+    assert "10.250.9.1" in {a["local"] for a in ip_json(node.netns, "addr", "show", "lo")[0]
+                            ["addr_info"]}
 
 
 def test_setup_refuses_an_existing_sandbox(node: Node) -> None:

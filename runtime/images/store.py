@@ -5,14 +5,14 @@
       index.json               names → manifests (annotation org.opencontainers.image.ref.name)
       blobs/sha256/<hex>       manifests, configs, compressed layers; only verified bytes
       layers/sha256/<hex>      each layer unpacked once, by diff id: overlayfs lower dirs
-      holders.json             holder (a container) → the manifest digest it uses
+      holders/<holder>         the manifest digest a holder (a container) uses
       ingest/  locks/          partial downloads; flock files
 
 ROOT is itself a valid OCI layout, so other tools can read it (``oci:ROOT:NAME``).
 
 Processes (the command line, the agent) share a store through flock:
 
-- ``locks/index.lock`` (exclusive) around every change of index.json or holders.json;
+- ``locks/index.lock`` (exclusive) around every change of index.json or holders/;
 - ``locks/gc.lock``: shared while adding content (blobs, layers, then a name),
   exclusive while pruning, so a prune never removes what a pull is about to name;
 - one lock per blob and per layer, so concurrent pulls of one image do the work once.
@@ -21,6 +21,8 @@ Processes (the command line, the agent) share a store through flock:
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +42,6 @@ from runtime.images.oci import (
     Descriptor,
     ImageConfig,
     Manifest,
-    canonical_json,
     kind_of,
     parse_config,
     parse_index,
@@ -49,6 +50,8 @@ from runtime.images.oci import (
 from runtime.images.reference import Reference, parse_reference
 
 DEFAULT_ROOT = Path("/var/lib/podium/images")
+# A holder's file name: as a container ID (letters, digits, _ . + -; no leading symbol).
+_HOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,15 @@ class ImageStore:
         self.ingest_dir = self.root / "ingest"
         self.locks_dir = self.root / "locks"
         self.index_path = self.root / "index.json"
-        self.holders_path = self.root / "holders.json"
-        for d in (self.blobs_dir, self.layers_dir, self.ingest_dir, self.locks_dir):
+        self.holders_dir = self.root / "holders"
+        for d in (self.blobs_dir, self.layers_dir, self.ingest_dir, self.locks_dir,
+                  self.holders_dir):
             d.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
             write_atomic(layout, b'{"imageLayoutVersion":"1.0.0"}')
+        if (self.root / _LEGACY_HOLDERS).exists():
+            self._move_legacy_holders()
 
     # --- blobs -------------------------------------------------------------------
 
@@ -194,22 +200,18 @@ class ImageStore:
 
     def mark_in_use(self, name: str, holder: str) -> str:
         """Record that ``holder`` (a container ID) uses ``name``; the manifest digest."""
-        if not holder:
-            raise ValueError("holder must be a non-empty string")
+        path = self._holder_path(holder)
         digest = self.resolve(name)
         with locked(self.locks_dir / "index.lock"):
-            holders = self._holders()
-            if holders.get(holder) != digest:  # an adopted container holds it already
-                holders[holder] = digest
-                self._write_holders(holders)
+            if _read_holder(path) != digest:  # an adopted container holds it already
+                write_atomic(path, digest.encode(), sync=False)
         return digest
 
     def release(self, holder: str) -> None:
         """Forget ``holder``'s use of its image (no error if it held none)."""
+        path = self._holder_path(holder)
         with locked(self.locks_dir / "index.lock"):
-            holders = self._holders()
-            if holders.pop(holder, None) is not None:
-                self._write_holders(holders)
+            path.unlink(missing_ok=True)
 
     def holders(self, name: str) -> list[str]:
         digest = self.resolve(name)
@@ -253,32 +255,52 @@ class ImageStore:
                 diff_ids.update(parse_config(self.read_blob(manifest.config.digest)).diff_ids)
         return blobs, diff_ids
 
-    # holders.json is rewritten at every container start and removal, under the
-    # index lock, so an fsync there would make every start wait on the disk and on
-    # each other. It is not synced, because nothing it holds outlives an OS crash:
+    # A holder's file is written at every container start and removed at its removal,
+    # under the index lock, so an fsync there would make every start wait on the
+    # disk and on each other. One file per holder, so a start writes a few bytes
+    # whatever the number of containers. They are not synced, because nothing they
+    # hold outlives an OS crash:
     #
-    # - A process crash (the agent, the command line) cannot tear it: the temp
+    # - A process crash (the agent, the command line) cannot tear one: the temp
     #   file's bytes are in the page cache and the rename is atomic, so every
     #   reader, then or later, sees the old or the new file whole.
-    # - An OS crash may leave it older, newer, empty or with zeroed blocks, as the
-    #   filesystem kept of the unsynced rename. But every holder is a container,
-    #   none survives an OS crash, and one started after it records itself here
-    #   before its layers are used. So whatever came back names only dead
-    #   holders (as a synced file would: all it held were the containers of then),
-    #   and a file that does not parse is read as holding none.
-    def _write_holders(self, holders: dict[str, str]) -> None:
-        write_atomic(self.holders_path, canonical_json(holders), sync=False)
+    # - An OS crash may leave files missing, left over, empty or with zeroed blocks,
+    #   as the filesystem kept of the unsynced writes. But every holder is a
+    #   container, none survives an OS crash, and one started after it records
+    #   itself here before its layers are used. So whatever came back names only
+    #   dead holders (as synced files would: all they held were the containers of
+    #   then), and a file that is not a digest is read as holding nothing.
+    def _holder_path(self, holder: str) -> Path:
+        if not _HOLDER.fullmatch(holder):
+            raise ValueError(f"holder {holder!r} is not a container ID (letters, digits "
+                             "and _ . + -, not starting with a symbol)")
+        return self.holders_dir / holder
 
     def _holders(self) -> dict[str, str]:
-        try:
-            doc: Any = json.loads(self.holders_path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except ValueError:  # torn by an OS crash (see above): no holder of it is alive
-            return {}
-        if not isinstance(doc, dict):
-            return {}
-        return {str(k): str(v) for k, v in doc.items()}
+        found = {}
+        for entry in os.scandir(self.holders_dir):
+            if _HOLDER.fullmatch(entry.name):  # not a temp file of write_atomic
+                digest = _read_holder(Path(entry.path))
+                if digest:
+                    found[entry.name] = digest
+        return found
+
+    def _move_legacy_holders(self) -> None:
+        """Stores before holders/ kept every holder in one holders.json: its holders
+        get files of their own (so their containers keep their images), then it goes."""
+        legacy = self.root / _LEGACY_HOLDERS
+        with locked(self.locks_dir / "index.lock"):
+            try:
+                doc: Any = json.loads(legacy.read_bytes())
+            except FileNotFoundError:
+                return  # another process moved them meanwhile
+            except ValueError:  # torn by an OS crash: no holder of it is alive
+                doc = {}
+            for holder, digest in (doc.items() if isinstance(doc, dict) else ()):
+                if _HOLDER.fullmatch(str(holder)) and str(digest).startswith("sha256:"):
+                    write_atomic(self.holders_dir / str(holder), str(digest).encode(),
+                                 sync=False)
+            legacy.unlink()
 
     def _write_index(self, names: dict[str, Descriptor]) -> None:
         manifests = []
@@ -306,3 +328,16 @@ class ImageStore:
 
 def _ref(name: str | Reference) -> Reference:
     return name if isinstance(name, Reference) else parse_reference(name)
+
+
+_LEGACY_HOLDERS = "holders.json"
+
+
+def _read_holder(path: Path) -> str:
+    """The digest a holder's file records; "" for none, or for a file an OS crash
+    left torn (see ``ImageStore._holders``)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return text if text.startswith("sha256:") and len(text) == 71 else ""

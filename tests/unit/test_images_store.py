@@ -111,18 +111,19 @@ def test_resolve_tag_and_image_config(store: ImageStore) -> None:
         store.resolve("Bad Name")
 
 
-@pytest.mark.parametrize("torn", [b"", b"\0" * 64, b'{"container-1": "sha2', b"[]"])
-def test_a_holders_file_torn_by_an_os_crash_holds_no_one(store: ImageStore,
+@pytest.mark.parametrize("torn", [b"", b"\0" * 71, b"sha256:0123", b"[]"])
+def test_a_holder_file_torn_by_an_os_crash_holds_nothing(store: ImageStore,
                                                          torn: bytes) -> None:
-    # Written without fsync: an OS crash may leave it empty, zeroed or cut short,
-    # and none of the holders it named survived the crash.
+    # Written without fsync: an OS crash may leave one empty, zeroed or cut short,
+    # and the holder it named did not survive the crash.
     digest = add_image(store, "app:1", [tar_of({"a": b"a"})])
-    store.holders_path.write_bytes(torn)
+    (store.holders_dir / "container-1").write_bytes(torn)
     assert store.holders("app:1") == []
     store.rm("app:1")  # not in use
     add_image(store, "app:1", [tar_of({"a": b"a"})])
     assert store.mark_in_use("app:1", "container-2") == digest
-    assert json.loads(store.holders_path.read_bytes()) == {"container-2": digest}
+    assert (store.holders_dir / "container-2").read_text() == digest
+    assert store.holders("app:1") == ["container-2"]
 
 
 def test_marking_in_use_neither_syncs_nor_rewrites_what_is_recorded(
@@ -133,12 +134,36 @@ def test_marking_in_use_neither_syncs_nor_rewrites_what_is_recorded(
     synced: list[int] = []
     monkeypatch.setattr(os, "fsync", synced.append)
     assert store.mark_in_use("app:1", "container-1") == digest
-    written = store.holders_path.stat()
+    written = (store.holders_dir / "container-1").stat()
     assert store.mark_in_use("app:1", "container-1") == digest  # an adopted container
-    assert store.holders_path.stat().st_ino == written.st_ino  # not replaced
+    assert (store.holders_dir / "container-1").stat().st_ino == written.st_ino  # not replaced
     store.release("container-1")
+    store.release("container-1")  # released twice: nothing to do
     assert synced == []
     assert store.holders("app:1") == []
+    assert list(store.holders_dir.iterdir()) == []
+
+
+def test_a_holder_must_be_a_plain_name(store: ImageStore) -> None:
+    add_image(store, "app:1", [tar_of({"a": b"a"})])
+    for bad in ("", "..", "../x", "a/b", ".hidden"):
+        with pytest.raises(ValueError, match="not a container ID"):
+            store.mark_in_use("app:1", bad)
+    assert list(store.holders_dir.iterdir()) == []
+
+
+def test_holders_of_a_store_from_before_holder_files_are_kept(store: ImageStore) -> None:
+    # Such a store kept every holder in one holders.json; opening it moves them.
+    digest = add_image(store, "app:1", [tar_of({"a": b"a"})])
+    other = add_image(store, "app:2", [tar_of({"b": b"b"})])
+    (store.root / "holders.json").write_text(json.dumps(
+        {"container-1": digest, "container-2": other, "../bad": digest}))
+    reopened = ImageStore(store.root)
+    assert not (store.root / "holders.json").exists()
+    assert reopened.holders("app:1") == ["container-1"]
+    assert reopened.holders("app:2") == ["container-2"]
+    with pytest.raises(ImageInUse, match="container-1"):
+        reopened.rm("app:1")
 
 
 def test_rm_refuses_the_last_name_of_an_image_in_use(store: ImageStore) -> None:

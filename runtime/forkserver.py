@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
     from runtime.api import Runtime
     from runtime.cgroups.base import CgroupDriver
+    from runtime.syscalls import Syscalls
 
 _REAP_EVERY = 0.5  # seconds: how often an idle server looks for ended helpers
 _SESSION_SETUP = 30.0  # seconds an attached exec may take to start
@@ -279,12 +280,18 @@ def _warm() -> None:
     import runtime.shim  # noqa: F401
     import runtime.start  # noqa: F401
     from runtime.cgroups import detect
+    from runtime.security import linux_ops
+    from runtime.syscalls import LinuxSyscalls
 
-    global _driver
+    global _driver, _syscalls
     try:
         _driver = detect()  # once: every Runtime made here and in the children uses it
     except Exception:  # noqa: BLE001 - the container's create will say what is wrong
         pass
+    # libc's handles and functions, looked up once here rather than in every child
+    # (each lookup builds ctypes objects: about 0.5 ms a container).
+    _syscalls = LinuxSyscalls()
+    linux_ops()
     # Out of the collector's sight from now on: a collection here would write into
     # every object's header, and so unshare those pages from every shim forked
     # before it (each shim then owning a copy).
@@ -335,13 +342,16 @@ def _shim_main(body: bytes, report_fd: int) -> None:
 
 
 _driver: CgroupDriver | None = None  # the host's, detected by ``_warm``
+_syscalls: Syscalls | None = None  # made by ``_warm``
 
 
 def _runtime(root: str | Path, cgroup_parent: str) -> Runtime:
-    """A Runtime on the driver detected once (detecting reads the mount table)."""
+    """A Runtime on the driver detected once (detecting reads the mount table) and
+    the system calls looked up once (``_warm``)."""
     from runtime.api import Runtime
 
-    return Runtime(root=Path(root), cgroup_parent=cgroup_parent, cgroup_driver=_driver)
+    return Runtime(root=Path(root), cgroup_parent=cgroup_parent, cgroup_driver=_driver,
+                   syscalls=_syscalls)
 
 
 def _in_helper(sock: socket.socket, helpers: set[int], what: str,

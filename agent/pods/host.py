@@ -120,11 +120,20 @@ class StoreImages:
 
     def __init__(self, store: ImageStore) -> None:
         self.store = store
+        # By manifest digest: an image's content never changes. Each container start
+        # would otherwise read and check the manifest and the config again.
+        self._facts: dict[str, ImageFacts] = {}
 
     def facts(self, image: str) -> ImageFacts:
-        config = self.store.image_config(image)
-        lower = self.store.lower_dirs(image)
-        return ImageFacts(
+        digest = self.store.resolve(image)  # the name may point elsewhere by now
+        known = self._facts.get(digest)
+        # Its layers unpacked still: a prune may have removed them since, and a pull
+        # of the same image brought back only the blobs (lower_dirs unpacks).
+        if known is not None and all(os.path.isdir(d) for d in known.lower):
+            return known
+        config = self.store.image_config(digest)
+        lower = self.store.lower_dirs(digest)
+        facts = self._facts[digest] = ImageFacts(
             lower=tuple(lower),
             entrypoint=tuple(config.entrypoint) if config.entrypoint is not None else None,
             cmd=tuple(config.cmd) if config.cmd is not None else None,
@@ -132,6 +141,7 @@ class StoreImages:
             working_dir=config.working_dir,
             user=config.user,
         )
+        return facts
 
     def present(self, image: str) -> bool:
         from runtime.images import ImageNotFound

@@ -4,19 +4,23 @@
                     field_path=...)``; it never blocks and never raises
     LogRecorder     the standalone agent's: one log line per event, nothing else
     LinkRecorder    with a scheduler (``agent.link`` makes one): logs the event too, then
-                    sends it as an Event object by ClusterService.Create from a thread of
-                    its own, so the pod loop never waits on the network
+                    sends it as an Event object by ClusterService.RecordEvents from a
+                    thread of its own, so the pod loop never waits on the network
 
 The LinkRecorder coalesces as the kubelet's event correlator does: the same
 (pod uid, field path, reason, message) again within ``window`` seconds is the same
-Event with its count raised and last_timestamp moved on (sent by Apply once the
-Event exists; while it is still queued only the newest count is sent). The queue is
-bounded: a new Event that finds it full is dropped and counted in ``dropped``. Events
-about static pods are only logged: the scheduler has no object they could refer to.
+Event with its count raised and last_timestamp moved on (the scheduler updates the
+Event of that name; while it is still queued only the newest count is sent). What
+is queued goes in one call, up to ``BATCH`` Events: a burst of pod starts makes
+three Events a pod, and a call each cost the agent and the scheduler more than the
+pods' own start. The queue is bounded: a new Event that finds it full is dropped
+and counted in ``dropped``. Events about static pods are only logged: the scheduler
+has no object they could refer to.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -46,6 +50,7 @@ log = logging.getLogger("podium.agent")
 COMPONENT = "podium-agent"
 NORMAL, WARNING = "Normal", "Warning"
 CALL_TIMEOUT = 10.0  # seconds for one send: a hung scheduler must not hang the thread
+BATCH = 100  # Events in one call at most (the scheduler takes up to 200)
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
@@ -109,7 +114,6 @@ def make_event(pod: pod_pb2.Pod, reason: str, message: str, type: str, field_pat
 class _Memo:
     event: core_pb2.Event
     seen: float  # clock of the latest repeat
-    created: bool = False  # the scheduler has it: repeats are sent by Apply
 
 
 _Key = tuple[str, str, str, str]  # (pod uid, field path, reason, message)
@@ -133,7 +137,7 @@ class LinkRecorder:
         self.clock, self.wall = clock, wall
         self.retry_delay = retry_delay
         self.dropped = 0  # new Events that found the queue full
-        self.sent = 0  # successful calls
+        self.sent = 0  # events the scheduler answered for
         self._logger = LogRecorder()
         self._cv = threading.Condition()
         self._memos: dict[_Key, _Memo] = {}
@@ -194,35 +198,32 @@ class LinkRecorder:
                     self._cv.wait()
                 if self.stop.is_set():
                     return
-                name = next(iter(self._queue))
-                memo = self._queue.pop(name)
-                event = core_pb2.Event()
-                event.CopyFrom(memo.event)
-                created = memo.created
+                names = list(itertools.islice(self._queue, BATCH))
+                memos = [self._queue.pop(name) for name in names]
+                events = []
+                for memo in memos:  # copied: a repeat may raise the count meanwhile
+                    event = core_pb2.Event()
+                    event.CopyFrom(memo.event)
+                    events.append(event)
             try:
-                self._send(event, created)
-                with self._cv:
-                    memo.created = True
-                    self.sent += 1
+                answer = self.stub.RecordEvents(cluster_pb2.RecordEventsRequest(
+                    node_name=self.node_name, events=events), timeout=CALL_TIMEOUT)
             except grpc.RpcError as e:
                 if e.code() in _TRANSIENT:
                     with self._cv:
-                        self._queue.setdefault(name, memo)
+                        for name, memo in zip(names, memos, strict=True):
+                            self._queue.setdefault(name, memo)
                     self.stop.wait(self.retry_delay)
                 else:
-                    log.warning("scheduler: event %s/%s: %s", event.metadata.namespace,
-                                event.metadata.name, e.details() or e.code().name)
-
-    def _send(self, event: core_pb2.Event, created: bool) -> None:
-        obj = cluster_pb2.Object(event=event)
-        if not created:
-            try:
-                self.stub.Create(cluster_pb2.CreateRequest(object=obj), timeout=CALL_TIMEOUT)
-                return
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.ALREADY_EXISTS:
-                    raise
-        self.stub.Apply(cluster_pb2.ApplyRequest(object=obj), timeout=CALL_TIMEOUT)
+                    log.warning("scheduler: %d event(s) not recorded: %s", len(events),
+                                e.details() or e.code().name)
+                continue
+            for event, error in zip(events, answer.errors, strict=False):
+                if error:
+                    log.warning("scheduler: event %s/%s not recorded: %s",
+                                event.metadata.namespace, event.metadata.name, error)
+            with self._cv:
+                self.sent += len(events)
 
     def wake(self) -> None:
         with self._cv:

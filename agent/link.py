@@ -258,7 +258,7 @@ class SchedulerLink:
         self._pending_cv = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._outages = Outages(log, address)
-        # The pod workers' recorder: Events through Create, from a thread of its own.
+        # The pod workers' recorder: Events through RecordEvents, from a thread of its own.
         self.recorder = LinkRecorder(self.stub, node_name, self.source.knows, stop=self.stop)
 
     # --- registration and heartbeats ----------------------------------------------

@@ -1,10 +1,11 @@
-"""ClusterService's agent methods: RegisterNode, Heartbeat, WatchPods, UpdatePodStatus.
+"""ClusterService's agent methods: RegisterNode, Heartbeat, WatchPods, UpdatePodStatus,
+RecordEvents.
 
 An agent may change only its own Node and the status of pods bound to it
-(PERMISSION_DENIED otherwise). Leases live in memory (controllers/leases.py):
-a heartbeat is not a durable write, so a thousand nodes beating every second
-cost the store nothing; after a scheduler restart every node gets a fresh
-grace period.
+(PERMISSION_DENIED otherwise), and records Events in its own name. Leases live in
+memory (controllers/leases.py): a heartbeat is not a durable write, so a thousand
+nodes beating every second cost the store nothing; after a scheduler restart
+every node gets a fresh grace period.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from proto.podium.v1 import cluster_pb2, node_pb2, pod_pb2
+from proto.podium.v1 import cluster_pb2, core_pb2, node_pb2, pod_pb2
 from scheduler import objects
 from scheduler.api import watching
 from scheduler.api.errors import Denied, Precondition, streaming, unary
@@ -27,6 +28,9 @@ from scheduler.objects import Key
 from scheduler.store.base import AlreadyExists, Conflict, NotFound
 
 DEFAULT_CLUSTER_CIDR = "10.88.0.0/16"
+# Events in one RecordEvents call at most: one store transaction holds them all,
+# and other writers wait for it.
+MAX_EVENTS_PER_CALL = 200
 NODE_CIDR_PREFIX = 24
 
 
@@ -199,6 +203,55 @@ class NodeMethods:
             except Conflict:
                 continue  # another writer got in between: read again
         raise Precondition(f"{key} kept changing; try again")
+
+    @unary
+    def RecordEvents(self, request: cluster_pb2.RecordEventsRequest,
+                     context: grpc.ServicerContext) -> cluster_pb2.RecordEventsResponse:
+        """An agent's Events in one transaction (one call and one disk sync for a
+        burst of pod starts, rather than one of each per Event). An invalid one is
+        answered with why and not stored; the others are."""
+        node = request.node_name
+        if len(request.events) > MAX_EVENTS_PER_CALL:
+            raise Invalid("events", f"{len(request.events)} in one call; at most "
+                          f"{MAX_EVENTS_PER_CALL}")
+        self.registry.get(Key("Node", "", node))  # NOT_FOUND: register first
+        # Checked before the transaction, which holds off every other writer.
+        prepared = [self._prepare_event(node, event) for event in request.events]
+        with self.registry.batch():
+            errors = [p if isinstance(p, str) else self._store_event(p) for p in prepared]
+        return cluster_pb2.RecordEventsResponse(errors=errors)
+
+    def _prepare_event(self, node: str, event: core_pb2.Event) -> cluster_pb2.Object | str:
+        """The Event as it would be created, or why it may not be."""
+        if event.source.host != node:
+            return f"source.host: {event.source.host!r} is not the calling node {node!r}"
+        try:
+            new, _ = self.registry.prepare_create(cluster_pb2.Object(event=event))
+        except (Invalid, NotFound) as e:  # NotFound: its namespace
+            return str(e)
+        return new
+
+    def _store_event(self, new: cluster_pb2.Object) -> str:
+        """Creates ``new``, or raises the count and the last time of the stored Event
+        of its name (a repeat); "" once stored."""
+        key = objects.key_of(new)
+        for _ in range(10):
+            try:
+                current = self.registry.get(key)
+            except NotFound:
+                try:
+                    self.registry.store.create(new)
+                    return ""
+                except AlreadyExists:
+                    continue  # created meanwhile: update it
+            current.event.count = new.event.count
+            current.event.last_timestamp.CopyFrom(new.event.last_timestamp)
+            try:
+                self.registry.store.update(current)
+                return ""
+            except (Conflict, NotFound):
+                continue  # changed or gone meanwhile: read again
+        return f"{key} kept changing"
 
 
 def _ready(node: node_pb2.Node) -> bool:

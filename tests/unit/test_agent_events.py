@@ -25,31 +25,36 @@ __all__ = ["world"]
 
 
 class EventCluster(FakeCluster):
-    """The link's fake, keeping the Events created (Create) and updated (Apply)."""
+    """The link's fake, keeping the Events recorded: each call's, and the latest of
+    each name (a repeat replaces it, as the scheduler updates it). ``refuse`` holds
+    messages of Events it answers with an error; ``fail`` is the status code of the
+    next call."""
 
     def __init__(self) -> None:
         super().__init__()
         self.events: dict[str, core_pb2.Event] = {}
-        self.calls: list[tuple[str, core_pb2.Event]] = []
+        self.batches: list[tuple[str, list[core_pb2.Event]]] = []
+        self.refuse: set[str] = set()
+        self.fail: grpc.StatusCode | None = None
 
-    def Create(self, request: cluster_pb2.CreateRequest,
-               context: grpc.ServicerContext) -> cluster_pb2.CreateResponse:
-        e = request.object.event
-        with self.lock:
-            self.calls.append(("Create", e))
-            known = e.metadata.name in self.events
-            self.events[e.metadata.name] = e
-        if known:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"event {e.metadata.name} exists")
-        return cluster_pb2.CreateResponse(object=request.object)
+    @property
+    def calls(self) -> list[core_pb2.Event]:
+        return [e for _, batch in self.batches for e in batch]
 
-    def Apply(self, request: cluster_pb2.ApplyRequest,
-              context: grpc.ServicerContext) -> cluster_pb2.ApplyResponse:
-        e = request.object.event
+    def RecordEvents(self, request: cluster_pb2.RecordEventsRequest,
+                     context: grpc.ServicerContext) -> cluster_pb2.RecordEventsResponse:
         with self.lock:
-            self.calls.append(("Apply", e))
-            self.events[e.metadata.name] = e
-        return cluster_pb2.ApplyResponse(object=request.object)
+            fail, self.fail = self.fail, None
+            if fail is not None:
+                context.abort(fail, "not now")
+            self.batches.append((request.node_name, list(request.events)))
+            errors = []
+            for e in request.events:
+                refused = e.message in self.refuse
+                if not refused:
+                    self.events[e.metadata.name] = e
+                errors.append("refused" if refused else "")
+        return cluster_pb2.RecordEventsResponse(errors=errors)
 
 
 @pytest.fixture
@@ -108,8 +113,8 @@ def test_event_has_the_kubelets_shape(served_events: Served) -> None:
         wait_for("the event", lambda: fake.events)
     finally:
         stopped(rec, thread)
-    (kind, e), = fake.calls
-    assert kind == "Create"
+    (node, (e,)), = fake.batches
+    assert node == "n1"
     name, _, suffix = e.metadata.name.partition(".")
     assert name == "web" and len(suffix) == 16 and int(suffix, 16)
     assert e.metadata.namespace == "default"
@@ -137,25 +142,48 @@ def test_repeats_coalesce_into_one_event_with_a_count(served_events: Served) -> 
     thread = running(rec)
     try:
         wait_for("two events", lambda: len(fake.calls) == 2)
-        assert [k for k, _ in fake.calls] == ["Create", "Create"]
+        assert len(fake.batches) == 1  # what was queued went in one call
         backoff = next(e for e in fake.events.values() if e.reason == "BackOff")
         assert backoff.count == 3 and backoff.type == "Warning"
         assert backoff.first_timestamp.ToDatetime(UTC) == first
         assert backoff.last_timestamp.ToDatetime(UTC) == first + timedelta(seconds=2)
-        clock.tick(30)  # within the window: the stored Event's count goes up, by Apply
+        clock.tick(30)  # within the window: the same Event again, its count raised
         rec.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
         wait_for("the update", lambda: len(fake.calls) == 3)
-        kind, updated = fake.calls[-1]
-        assert kind == "Apply" and updated.metadata.name == backoff.metadata.name
-        assert updated.count == 4
+        updated = fake.calls[-1]
+        assert updated.metadata.name == backoff.metadata.name and updated.count == 4
         clock.tick(61)  # after the window: a new Event
         rec.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
         wait_for("a new event", lambda: len(fake.calls) == 4)
-        kind, fresh = fake.calls[-1]
-        assert kind == "Create" and fresh.count == 1
-        assert fresh.metadata.name != backoff.metadata.name
+        fresh = fake.calls[-1]
+        assert fresh.count == 1 and fresh.metadata.name != backoff.metadata.name
     finally:
         stopped(rec, thread)
+
+
+def test_a_batch_is_sent_again_after_an_outage_and_refusals_are_logged(
+        served_events: Served, caplog: pytest.LogCaptureFixture) -> None:
+    fake = served_events.fake
+    assert isinstance(fake, EventCluster)
+    rec = recorder(served_events, Clock(), retry_delay=0.05)
+    pod = make_pod("web")
+    for i in range(3):
+        rec.event(pod, "Pulled", f"image {i}")
+    fake.refuse.add("image 1")
+    fake.fail = grpc.StatusCode.UNAVAILABLE  # the scheduler restarting
+    thread = running(rec)
+    try:
+        with caplog.at_level(logging.WARNING, logger="podium.agent"):
+            wait_for("the batch", lambda: fake.batches)
+    finally:
+        stopped(rec, thread)
+    (_, batch), = fake.batches  # the failed call's events, again, in one call
+    assert [e.message for e in batch] == ["image 0", "image 1", "image 2"]
+    assert sorted(e.message for e in fake.events.values()) == ["image 0", "image 2"]
+    assert rec.sent == 3 and rec.pending() == 0
+    refused = batch[1].metadata.name
+    assert any(refused in r.getMessage() and "refused" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_full_queue_drops_and_counts(served_events: Served) -> None:
@@ -194,7 +222,7 @@ def test_the_link_sends_events_of_its_pods_only(served_events: Served) -> None:
     link.recorder.event(make_pod("mine", uid="uid-static"), "Killing", "Stopping container c")
     wait_for("the event", lambda: fake.events)
     link.close()
-    assert [e.involved_object.name for _, e in fake.calls] == ["web"]
+    assert [e.involved_object.name for e in fake.calls] == ["web"]
 
 
 # --- the worker's events ----------------------------------------------------------------

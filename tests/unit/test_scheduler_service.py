@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -322,3 +323,46 @@ def test_a_namespace_takes_its_objects_with_it(stub: Stub) -> None:
     code, details = code_of(lambda: stub.Delete(cluster_pb2.DeleteRequest(
         kind="Namespace", name="default")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "default" in details
+
+
+def test_an_agent_records_events_in_one_call(stub: Stub) -> None:
+    from agent.events import make_event
+
+    node = HollowNode(stub, "n1")
+    try:
+        about = pod_pb2.Pod()
+        about.metadata.name, about.metadata.uid = "web", "uid-web"
+        when = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+        started = make_event(about, "Started", "Started container c", "Normal", "", "n1", when)
+        pulled = make_event(about, "Pulled", "image present", "Normal", "", "n1", when,
+                            nanos=1)
+        foreign = make_event(about, "Killing", "not mine", "Normal", "", "n2", when, nanos=2)
+        nameless = make_event(about, "Pulled", "no name", "Normal", "", "n1", when, nanos=3)
+        nameless.metadata.name = ""
+        answer = stub.RecordEvents(cluster_pb2.RecordEventsRequest(
+            node_name="n1", events=[started, pulled, foreign, nameless]))
+        assert answer.errors[:2] == ["", ""]
+        assert "source.host" in answer.errors[2] and "n2" in answer.errors[2]
+        assert answer.errors[3].startswith("metadata.name")
+        stored = {e.event.metadata.name: e.event for e in
+                  stub.List(cluster_pb2.ListRequest(kind="Event")).items
+                  if e.event.source.host == "n1"}
+        assert set(stored) == {started.metadata.name, pulled.metadata.name}
+        # A repeat (same name, count raised): the stored Event is updated.
+        started.count = 3
+        started.last_timestamp.FromDatetime(when.replace(minute=5))
+        assert stub.RecordEvents(cluster_pb2.RecordEventsRequest(
+            node_name="n1", events=[started])).errors == [""]
+        again = stub.Get(cluster_pb2.GetRequest(kind="Event", namespace="default",
+                                                name=started.metadata.name)).event
+        assert again.count == 3 and again.last_timestamp.ToDatetime(UTC).minute == 5
+        assert again.first_timestamp.ToDatetime(UTC) == when
+        # An unknown node, and too many at once: refused whole.
+        code, _ = code_of(lambda: stub.RecordEvents(cluster_pb2.RecordEventsRequest(
+            node_name="nobody", events=[started])))
+        assert code == grpc.StatusCode.NOT_FOUND
+        code, details = code_of(lambda: stub.RecordEvents(cluster_pb2.RecordEventsRequest(
+            node_name="n1", events=[pulled] * 201)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 200" in details
+    finally:
+        node.close()

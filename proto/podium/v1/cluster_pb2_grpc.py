@@ -97,6 +97,11 @@ class ClusterServiceStub:
                 request_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_podium_dot_v1_dot_pod__pb2.Pod.FromString,
                 _registered_method=True)
+        self.RecordEvents = channel.unary_unary(
+                '/podium.v1.ClusterService/RecordEvents',
+                request_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsRequest.SerializeToString,
+                response_deserializer=proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsResponse.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/podium.v1.ClusterService/Logs',
                 request_serializer=proto_dot_podium_dot_v1_dot_agent__pb2.LogsRequest.SerializeToString,
@@ -207,6 +212,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvents(self, request, context):
+        """The calling agent's Events, several in one call and one write: each is
+        created, or, when an Event of its name exists (a repeat), updated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Logs(self, request, context):
         """--- proxied to the agent of the pod's node ---
 
@@ -290,6 +303,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.UpdatePodStatus,
                     request_deserializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusRequest.FromString,
                     response_serializer=proto_dot_podium_dot_v1_dot_pod__pb2.Pod.SerializeToString,
+            ),
+            'RecordEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsRequest.FromString,
+                    response_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsResponse.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -632,6 +650,33 @@ class ClusterService:
             '/podium.v1.ClusterService/UpdatePodStatus',
             proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusRequest.SerializeToString,
             proto_dot_podium_dot_v1_dot_pod__pb2.Pod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/podium.v1.ClusterService/RecordEvents',
+            proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsRequest.SerializeToString,
+            proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,10 @@ class ClusterServiceStub:
     """The pods bound to one node: the current ones, then changes."""
     UpdatePodStatus: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.UpdatePodStatusRequest, _pod_pb2.Pod]
     """Only for pods bound to the calling node."""
+    RecordEvents: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.RecordEventsRequest, _cluster_pb2.RecordEventsResponse]
+    """The calling agent's Events, several in one call and one write: each is
+    created, or, when an Event of its name exists (a repeat), updated.
+    """
     Logs: _grpc.UnaryStreamMultiCallable[_agent_pb2.LogsRequest, _agent_pb2.LogsResponse]
     """--- proxied to the agent of the pod's node ---"""
     Exec: _grpc.StreamStreamMultiCallable[_agent_pb2.ExecRequest, _agent_pb2.ExecResponse]
@@ -121,6 +125,10 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """The pods bound to one node: the current ones, then changes."""
     UpdatePodStatus: _aio.UnaryUnaryMultiCallable[_cluster_pb2.UpdatePodStatusRequest, _pod_pb2.Pod]  # type: ignore[assignment]
     """Only for pods bound to the calling node."""
+    RecordEvents: _aio.UnaryUnaryMultiCallable[_cluster_pb2.RecordEventsRequest, _cluster_pb2.RecordEventsResponse]  # type: ignore[assignment]
+    """The calling agent's Events, several in one call and one write: each is
+    created, or, when an Event of its name exists (a repeat), updated.
+    """
     Logs: _aio.UnaryStreamMultiCallable[_agent_pb2.LogsRequest, _agent_pb2.LogsResponse]  # type: ignore[assignment]
     """--- proxied to the agent of the pod's node ---"""
     Exec: _aio.StreamStreamMultiCallable[_agent_pb2.ExecRequest, _agent_pb2.ExecResponse]  # type: ignore[assignment]
@@ -235,6 +243,16 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pod_pb2.Pod, _abc.Awaitable[_pod_pb2.Pod]]:
         """Only for pods bound to the calling node."""
+
+    @_abc_1.abstractmethod
+    def RecordEvents(
+        self,
+        request: _cluster_pb2.RecordEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.RecordEventsResponse, _abc.Awaitable[_cluster_pb2.RecordEventsResponse]]:
+        """The calling agent's Events, several in one call and one write: each is
+        created, or, when an Event of its name exists (a repeat), updated.
+        """
 
     @_abc_1.abstractmethod
     def Logs(

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from runtime.cgroups.base import CgroupDriver
     from runtime.syscalls import Syscalls
 
-_REAP_EVERY = 0.5  # seconds: how often an idle server looks for ended helpers
+_REAP_EVERY = 0.5  # seconds: how often an idle server looks for ended helpers and shims
 _SESSION_SETUP = 30.0  # seconds an attached exec may take to start
 _SHIM_START = 60.0  # seconds a container may take to be created and started
 _SHIM, _EXEC, _SESSION = b"s", b"e", b"i"  # the kind of a request: its first byte

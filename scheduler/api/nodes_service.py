@@ -1,5 +1,5 @@
-"""ClusterService's agent methods: RegisterNode, Heartbeat, WatchPods, UpdatePodStatus,
-RecordEvents.
+"""ClusterService's agent methods: RegisterNode, Heartbeat, WatchPods, UpdatePodStatus
+(and UpdatePodStatuses, several at once), RecordEvents.
 
 An agent may change only its own Node and the status of pods bound to it
 (PERMISSION_DENIED otherwise), and records Events in its own name. Leases live in
@@ -31,6 +31,7 @@ DEFAULT_CLUSTER_CIDR = "10.88.0.0/16"
 # Events in one RecordEvents call at most: one store transaction holds them all,
 # and other writers wait for it.
 MAX_EVENTS_PER_CALL = 200
+MAX_STATUSES_PER_CALL = 200  # likewise, for UpdatePodStatuses
 NODE_CIDR_PREFIX = 24
 
 
@@ -177,6 +178,28 @@ class NodeMethods:
     @unary
     def UpdatePodStatus(self, request: cluster_pb2.UpdatePodStatusRequest,
                         context: grpc.ServicerContext) -> pod_pb2.Pod:
+        return self._update_pod_status(request)
+
+    @unary
+    def UpdatePodStatuses(self, request: cluster_pb2.UpdatePodStatusesRequest,
+                          context: grpc.ServicerContext) -> cluster_pb2.UpdatePodStatusesResponse:
+        """Several statuses in one transaction (a call and a disk sync for a burst of
+        pod starts, rather than one of each per pod). One that may not be stored is
+        answered with why; the others are stored."""
+        if len(request.statuses) > MAX_STATUSES_PER_CALL:
+            raise Invalid("statuses", f"{len(request.statuses)} in one call; at most "
+                          f"{MAX_STATUSES_PER_CALL}")
+        errors = []
+        with self.registry.batch():
+            for one in request.statuses:
+                try:
+                    self._update_pod_status(one)
+                    errors.append("")
+                except (NotFound, Denied, Precondition, Invalid) as e:
+                    errors.append(str(e))
+        return cluster_pb2.UpdatePodStatusesResponse(errors=errors)
+
+    def _update_pod_status(self, request: cluster_pb2.UpdatePodStatusRequest) -> pod_pb2.Pod:
         key = Key("Pod", objects.scope("Pod", request.namespace), request.name)
         for _ in range(10):
             current = self.registry.get(key)

@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
-from agent.link import SCHEDULER_SOURCE, SchedulerLink, stopped_status
+from agent.link import SCHEDULER_SOURCE, STATUS_SENDERS, SchedulerLink, stopped_status
 from agent.podloop import PodLoop
 from agent.retry import Backoff
 from agent.sources import CombinedSource, PodEvent, PodEventType
@@ -63,6 +63,7 @@ class FakeCluster(cluster_pb2_grpc.ClusterServiceServicer):
         self.heartbeats: list[cluster_pb2.HeartbeatRequest] = []
         self.watches: list[cluster_pb2.WatchPodsRequest] = []
         self.statuses: list[cluster_pb2.UpdatePodStatusRequest] = []
+        self.batches: list[list[str]] = []  # the pods of each UpdatePodStatuses call
         self.status_started = threading.Event()
         self.gate = threading.Event()  # status calls wait while it is clear...
         self.gate.set()
@@ -113,6 +114,14 @@ class FakeCluster(cluster_pb2_grpc.ClusterServiceServicer):
         with self.lock:
             self.statuses.append(request)
         return pod_pb2.Pod(status=request.status)
+
+    def UpdatePodStatuses(self, request: cluster_pb2.UpdatePodStatusesRequest,
+                          context: grpc.ServicerContext) -> cluster_pb2.UpdatePodStatusesResponse:
+        with self.lock:
+            self.batches.append([one.name for one in request.statuses])
+        for one in request.statuses:
+            self.UpdatePodStatus(one, context)
+        return cluster_pb2.UpdatePodStatusesResponse(errors=[""] * len(request.statuses))
 
     def _interval(self) -> Duration:
         d = Duration()
@@ -460,6 +469,21 @@ def test_statuses_are_coalesced_one_call_per_pod_in_flight(served: Served) -> No
     wait_for("two statuses", lambda: len(served.fake.statuses) >= 2)
     time.sleep(0.3)
     assert [s.status.phase for s in served.fake.statuses] == ["Pending", "Failed"]
+
+
+def test_statuses_waiting_together_go_in_one_call(served: Served) -> None:
+    link = served.link()
+    link.register()
+    link.start()
+    served.fake.gate.clear()
+    for i in range(STATUS_SENDERS):  # every sender's call in flight, held by the fake
+        link.pod_status(make_pod(f"busy{i}"), SCHEDULER_SOURCE)
+        wait_for(f"sender {i} busy", lambda n=i + 1: len(served.fake.batches) == n)
+    for i in range(6):
+        link.pod_status(make_pod(f"p{i}"), SCHEDULER_SOURCE)
+    served.fake.gate.set()
+    wait_for("every status", lambda: len(served.fake.statuses) == STATUS_SENDERS + 6)
+    assert [f"p{i}" for i in range(6)] in served.fake.batches  # one call, oldest first
 
 
 def test_a_slow_status_call_holds_up_no_other_pod(served: Served) -> None:

@@ -554,6 +554,7 @@ def test_services() -> None:
         "Heartbeat": (False, False),
         "WatchPods": (False, True),
         "UpdatePodStatus": (False, False),
+        "UpdatePodStatuses": (False, False),
         "RecordEvents": (False, False),
         "Logs": (False, True),
         "Exec": (True, True),

@@ -366,3 +366,33 @@ def test_an_agent_records_events_in_one_call(stub: Stub) -> None:
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 200" in details
     finally:
         node.close()
+
+
+def test_an_agent_updates_several_pod_statuses_in_one_call(stub: Stub) -> None:
+    node = HollowNode(stub, "n1")
+    try:
+        for name in ("a", "b"):
+            create(stub, pod(name))
+        wait_for(lambda: all(p.status.phase == "Running" for p in pods(stub))
+                 and len(pods(stub)) == 2)
+        a, b = sorted(pods(stub), key=lambda p: p.metadata.name)
+        done_a, done_b = pod_pb2.PodStatus(), pod_pb2.PodStatus()
+        done_a.CopyFrom(a.status)
+        done_b.CopyFrom(b.status)
+        done_a.message, done_b.message = "reported a", "reported b"
+
+        def request(p: pod_pb2.Pod, status: pod_pb2.PodStatus,
+                    node_name: str = "n1") -> cluster_pb2.UpdatePodStatusRequest:
+            return cluster_pb2.UpdatePodStatusRequest(node_name=node_name, name=p.metadata.name,
+                                                      uid=p.metadata.uid, status=status)
+        ghost = pod_pb2.Pod()
+        ghost.metadata.name, ghost.metadata.uid = "ghost", "uid-ghost"
+        answer = stub.UpdatePodStatuses(cluster_pb2.UpdatePodStatusesRequest(statuses=[
+            request(a, done_a), request(b, done_b, "n2"), request(ghost, done_a)]))
+        assert answer.errors[0] == ""
+        assert "bound to n1, not to n2" in answer.errors[1]
+        assert "ghost" in answer.errors[2] and "not found" in answer.errors[2]
+        stored = {p.metadata.name: p.status.message for p in pods(stub)}
+        assert stored == {"a": "reported a", "b": b.status.message}
+    finally:
+        node.close()

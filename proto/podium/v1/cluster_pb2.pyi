@@ -657,6 +657,50 @@ class WatchPodsRequest(_message.Message):
 Global___WatchPodsRequest: _TypeAlias = WatchPodsRequest  # noqa: Y015
 
 @_typing.final
+class UpdatePodStatusesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdatePodStatusRequest]: ...
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___UpdatePodStatusRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePodStatusesRequest: _TypeAlias = UpdatePodStatusesRequest  # noqa: Y015
+
+@_typing.final
+class UpdatePodStatusesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERRORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One per status, in order: "" when it was stored, else why not (that one is
+        not stored; the others are).
+        """
+
+    def __init__(
+        self,
+        *,
+        errors: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePodStatusesResponse: _TypeAlias = UpdatePodStatusesResponse  # noqa: Y015
+
+@_typing.final
 class RecordEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -97,6 +97,11 @@ class ClusterServiceStub:
                 request_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_podium_dot_v1_dot_pod__pb2.Pod.FromString,
                 _registered_method=True)
+        self.UpdatePodStatuses = channel.unary_unary(
+                '/podium.v1.ClusterService/UpdatePodStatuses',
+                request_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusesRequest.SerializeToString,
+                response_deserializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusesResponse.FromString,
+                _registered_method=True)
         self.RecordEvents = channel.unary_unary(
                 '/podium.v1.ClusterService/RecordEvents',
                 request_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.RecordEventsRequest.SerializeToString,
@@ -212,6 +217,13 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdatePodStatuses(self, request, context):
+        """Several UpdatePodStatus in one call and one write: a burst of pod starts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordEvents(self, request, context):
         """The calling agent's Events, several in one call and one write: each is
         created, or, when an Event of its name exists (a repeat), updated.
@@ -303,6 +315,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.UpdatePodStatus,
                     request_deserializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusRequest.FromString,
                     response_serializer=proto_dot_podium_dot_v1_dot_pod__pb2.Pod.SerializeToString,
+            ),
+            'UpdatePodStatuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePodStatuses,
+                    request_deserializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusesRequest.FromString,
+                    response_serializer=proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusesResponse.SerializeToString,
             ),
             'RecordEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordEvents,
@@ -650,6 +667,33 @@ class ClusterService:
             '/podium.v1.ClusterService/UpdatePodStatus',
             proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusRequest.SerializeToString,
             proto_dot_podium_dot_v1_dot_pod__pb2.Pod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePodStatuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/podium.v1.ClusterService/UpdatePodStatuses',
+            proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusesRequest.SerializeToString,
+            proto_dot_podium_dot_v1_dot_cluster__pb2.UpdatePodStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,8 @@ class ClusterServiceStub:
     """The pods bound to one node: the current ones, then changes."""
     UpdatePodStatus: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.UpdatePodStatusRequest, _pod_pb2.Pod]
     """Only for pods bound to the calling node."""
+    UpdatePodStatuses: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.UpdatePodStatusesRequest, _cluster_pb2.UpdatePodStatusesResponse]
+    """Several UpdatePodStatus in one call and one write: a burst of pod starts."""
     RecordEvents: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.RecordEventsRequest, _cluster_pb2.RecordEventsResponse]
     """The calling agent's Events, several in one call and one write: each is
     created, or, when an Event of its name exists (a repeat), updated.
@@ -125,6 +127,8 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """The pods bound to one node: the current ones, then changes."""
     UpdatePodStatus: _aio.UnaryUnaryMultiCallable[_cluster_pb2.UpdatePodStatusRequest, _pod_pb2.Pod]  # type: ignore[assignment]
     """Only for pods bound to the calling node."""
+    UpdatePodStatuses: _aio.UnaryUnaryMultiCallable[_cluster_pb2.UpdatePodStatusesRequest, _cluster_pb2.UpdatePodStatusesResponse]  # type: ignore[assignment]
+    """Several UpdatePodStatus in one call and one write: a burst of pod starts."""
     RecordEvents: _aio.UnaryUnaryMultiCallable[_cluster_pb2.RecordEventsRequest, _cluster_pb2.RecordEventsResponse]  # type: ignore[assignment]
     """The calling agent's Events, several in one call and one write: each is
     created, or, when an Event of its name exists (a repeat), updated.
@@ -243,6 +247,14 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_pod_pb2.Pod, _abc.Awaitable[_pod_pb2.Pod]]:
         """Only for pods bound to the calling node."""
+
+    @_abc_1.abstractmethod
+    def UpdatePodStatuses(
+        self,
+        request: _cluster_pb2.UpdatePodStatusesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.UpdatePodStatusesResponse, _abc.Awaitable[_cluster_pb2.UpdatePodStatusesResponse]]:
+        """Several UpdatePodStatus in one call and one write: a burst of pod starts."""
 
     @_abc_1.abstractmethod
     def RecordEvents(

@@ -2,7 +2,7 @@
 
 The functions here take an open ``IPRoute``, already in the node's network
 namespace (``PodNetwork`` opens it), so they compose into one netlink session
-(each pod's veth goes through ``rtnl.Rtnl`` instead).
+(each pod's veth, and deleting a device, go through ``rtnl.Rtnl``).
 """
 
 from __future__ import annotations
@@ -75,20 +75,6 @@ def ensure_bridge(ipr: Any, name: str, gateway: IPv4Interface) -> int:
     with netlink_errors(f"bridge {name}: set up"):
         ipr.link("set", index=index, state="up")
     return index
-
-
-def delete_link(ipr: Any, name: str) -> bool:
-    """Remove the device ``name`` if it exists (a veth takes its peer with it)."""
-    index = link_index(name)
-    if index is None:
-        return False
-    with netlink_errors(f"device {name}: delete"):
-        try:
-            ipr.link("del", index=index)
-        except Exception as e:
-            if getattr(e, "code", None) != errno.ENODEV:  # gone meanwhile
-                raise
-    return True
 
 
 def enable_ip_forwarding(netns: Path | None = None) -> None:

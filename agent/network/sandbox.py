@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.errors import NetworkError
-from agent.network.bridge import delete_link, ensure_bridge, link_index, netlink_errors
+from agent.network.bridge import ensure_bridge, link_index, netlink_errors
 from agent.network.config import NetworkConfig, check_config, check_pod_uid, host_veth_name
 from agent.network.ipam import HostLocalIPAM
 from agent.network.nat import NatTable
@@ -118,8 +118,8 @@ class PodNetwork:
         self.nat.delete()
 
         def bridge() -> None:
-            with _iproute() as ipr:
-                delete_link(ipr, self.config.bridge)
+            with Rtnl() as rtnl, netlink_errors(f"device {self.config.bridge}: delete"):
+                rtnl.delete_link(self.config.bridge)
 
         run_in_netns(self.config.node_netns, bridge)
 

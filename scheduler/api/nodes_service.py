@@ -28,10 +28,9 @@ from scheduler.objects import Key
 from scheduler.store.base import AlreadyExists, Conflict, NotFound
 
 DEFAULT_CLUSTER_CIDR = "10.88.0.0/16"
-# Events in one RecordEvents call at most: one store transaction holds them all,
-# and other writers wait for it.
-MAX_EVENTS_PER_CALL = 200
-MAX_STATUSES_PER_CALL = 200  # likewise, for UpdatePodStatuses
+# Statuses or Events in one UpdatePodStatuses or RecordEvents call at most: one
+# store transaction holds them all, and other writers wait for it.
+MAX_PER_CALL = 200
 NODE_CIDR_PREFIX = 24
 
 
@@ -186,9 +185,7 @@ class NodeMethods:
         """Several statuses in one transaction (a call and a disk sync for a burst of
         pod starts, rather than one of each per pod). One that may not be stored is
         answered with why; the others are stored."""
-        if len(request.statuses) > MAX_STATUSES_PER_CALL:
-            raise Invalid("statuses", f"{len(request.statuses)} in one call; at most "
-                          f"{MAX_STATUSES_PER_CALL}")
+        _check_batch("statuses", len(request.statuses))
         errors = []
         with self.registry.batch():
             for one in request.statuses:
@@ -234,9 +231,7 @@ class NodeMethods:
         burst of pod starts, rather than one of each per Event). An invalid one is
         answered with why and not stored; the others are."""
         node = request.node_name
-        if len(request.events) > MAX_EVENTS_PER_CALL:
-            raise Invalid("events", f"{len(request.events)} in one call; at most "
-                          f"{MAX_EVENTS_PER_CALL}")
+        _check_batch("events", len(request.events))
         self.registry.get(Key("Node", "", node))  # NOT_FOUND: register first
         # Checked before the transaction, which holds off every other writer.
         prepared = [self._prepare_event(node, event) for event in request.events]
@@ -275,6 +270,11 @@ class NodeMethods:
             except (Conflict, NotFound):
                 continue  # changed or gone meanwhile: read again
         return f"{key} kept changing"
+
+
+def _check_batch(field: str, count: int) -> None:
+    if count > MAX_PER_CALL:
+        raise Invalid(field, f"{count} in one call; at most {MAX_PER_CALL}")
 
 
 def _ready(node: node_pb2.Node) -> bool:

@@ -66,4 +66,7 @@ class WorkerDeps:
 
     def image_present(self, image: str) -> bool:
         """Whether the store has ``image``; a source that cannot tell is taken to."""
-        return self.images.present(image) if isinstance(self.images, ImagePulls) else True
+        # Not isinstance(ImagePulls): a runtime-checkable Protocol's check is slow,
+        # and this is asked at every container start.
+        present: Callable[[str], bool] | None = getattr(self.images, "present", None)
+        return True if present is None else present(image)

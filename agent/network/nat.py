@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -75,6 +76,12 @@ class NatTable:
         self.netns = netns
         # Where pods' traffic keeps its source address: every node's pods.
         self.cluster_cidr = cluster_cidr
+        # The pods with a hostPort rule, read from the kernel at the first need and
+        # then kept by this table's own changes (only the agent writes its hostports
+        # chain): most pods publish none, and tearing them down then asks nft nothing.
+        # The lock makes each hostPort change one step: read, check, write, record.
+        self._targets: set[IPv4Address] | None = None
+        self._lock = threading.Lock()
 
     # The table ----------------------------------------------------------------
 
@@ -110,15 +117,20 @@ class NatTable:
 
     def delete(self) -> bool:
         """Remove the table with every rule in it; False if there was none (idempotent)."""
-        if not self.exists():
+        with self._lock:
+            self._targets = None  # unknown until this is done
+            if self.exists():
+                self._run_script(f"delete table inet {self.name}\n")
+                self._targets = set()
+                return True
+            self._targets = set()
             return False
-        self._run_script(f"delete table inet {self.name}\n")
-        return True
 
     # hostPorts ----------------------------------------------------------------
 
     def published(self) -> list[PortMapping]:
-        return [mapping for mapping, _ in self._hostport_rules()]
+        with self._lock:
+            return [mapping for mapping, _ in self._hostport_rules()]
 
     def publish(self, pod_ip: IPv4Address | str, container_port: int, host_port: int,
                 protocol: str = "TCP") -> PortMapping:
@@ -128,6 +140,11 @@ class NatTable:
         mapping is a PortConflictError.
         """
         mapping = port_mapping(pod_ip, container_port, host_port, protocol)
+        with self._lock:
+            return self._publish(mapping)
+
+    def _publish(self, mapping: PortMapping) -> PortMapping:
+        host_port = mapping.host_port
         for existing, _ in self._hostport_rules():
             if (existing.protocol, existing.host_port) == (mapping.protocol, host_port):
                 if existing == mapping:
@@ -138,35 +155,46 @@ class NatTable:
                 )
         self._run_script(
             f"add rule inet {self.name} hostports meta l4proto {mapping.protocol} "
-            f"th dport {host_port} dnat ip to {mapping.pod_ip}:{container_port} "
+            f"th dport {host_port} dnat ip to {mapping.pod_ip}:{mapping.container_port} "
             f'comment "{mapping.comment()}"\n'
         )
+        if self._targets is not None:
+            self._targets.add(mapping.pod_ip)
         return mapping
 
     def unpublish(self, pod_ip: IPv4Address | str, container_port: int, host_port: int,
                   protocol: str = "TCP") -> bool:
         """Remove one mapping; False if it was not published (idempotent)."""
         wanted = port_mapping(pod_ip, container_port, host_port, protocol)
-        return self._delete_rules(lambda m: m == wanted) > 0
+        with self._lock:
+            return self._delete_rules(lambda m: m == wanted) > 0
 
     def unpublish_pod(self, pod_ip: IPv4Address | str) -> int:
         """Remove every mapping to ``pod_ip``; returns how many there were."""
         ip = IPv4Address(pod_ip)
-        if not self.exists():
-            return 0
-        return self._delete_rules(lambda m: m.pod_ip == ip)
+        with self._lock:
+            if self._targets is not None and ip not in self._targets:
+                return 0
+            if not self.exists():
+                self._targets = set()
+                return 0
+            return self._delete_rules(lambda m: m.pod_ip == ip)
 
     # Inside -------------------------------------------------------------------
 
     def _delete_rules(self, match: Any) -> int:
-        handles = [handle for mapping, handle in self._hostport_rules() if match(mapping)]
+        """Under the lock: remove the rules whose mapping ``match``es."""
+        rules = self._hostport_rules()
+        handles = [handle for mapping, handle in rules if match(mapping)]
         if handles:
             self._run_script("".join(
                 f"delete rule inet {self.name} hostports handle {h}\n" for h in handles
             ))
+            self._targets = {mapping.pod_ip for mapping, _ in rules if not match(mapping)}
         return len(handles)
 
     def _hostport_rules(self) -> list[tuple[PortMapping, int]]:
+        """Under the lock: the hostports chain as the kernel has it now."""
         out = self._run(["-j", "list", "chain", "inet", self.name, "hostports"]).stdout
         try:
             items = json.loads(out)["nftables"]
@@ -180,6 +208,7 @@ class NatTable:
             mapping = PortMapping.from_comment(rule.get("comment", ""))
             if mapping is not None:
                 found.append((mapping, int(rule["handle"])))
+        self._targets = {mapping.pod_ip for mapping, _ in found}
         return found
 
     def _run_script(self, script: str) -> None:

@@ -133,9 +133,11 @@ class FakeNft(NatTable):
         self.scripts: list[str] = []
         self.rules: dict[int, str] = {}  # handle → comment
         self.next_handle = 10
+        self.calls: list[list[str]] = []  # every nft call's arguments
 
     def _run(self, args: list[str], stdin: str | None = None,
              check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.calls.append(args)
         out = ""
         if args[:2] == ["-f", "-"]:
             assert stdin is not None
@@ -177,3 +179,18 @@ def test_publish_unpublish() -> None:
     assert not nat.unpublish("10.88.3.8", 80, 8080, "udp")
     assert nat.unpublish_pod("10.88.3.7") == 2
     assert nat.published() == []
+
+
+def test_a_pod_without_hostports_is_torn_down_without_nft() -> None:
+    nat = FakeNft()
+    assert nat.unpublish_pod("10.88.3.9") == 0  # the first time, the chain is read
+    calls = len(nat.calls)
+    assert calls > 0
+    assert nat.unpublish_pod("10.88.3.10") == 0
+    assert len(nat.calls) == calls  # then known: no nft at all
+    nat.publish("10.88.3.11", 80, 8080)
+    assert nat.unpublish_pod("10.88.3.11") == 1  # a pod that published is looked up
+    assert nat.published() == []
+    calls = len(nat.calls)
+    assert nat.unpublish_pod("10.88.3.11") == 0
+    assert len(nat.calls) == calls

@@ -128,7 +128,7 @@ class Agent:
     def start(self) -> None:
         from runtime.forkserver import ForkServer
 
-        self.forkserver = ForkServer.start()  # before any thread: see the docstring
+        self.forkserver = ForkServer.start()
         try:
             self._connect()
             self._build()

@@ -2,10 +2,11 @@
 
 ``fork()`` in a process that runs threads copies only the calling thread; locks
 other threads held (gRPC's, the allocator's, logging's) stay locked forever in
-the child. So the agent starts a ``ForkServer`` before it starts any thread: a
-single-threaded child that waits on a socket and forks each shim on request. The
-child is a fresh interpreter that imports only the runtime (``ForkServer.start``
-says why: the shims' memory).
+the child. So the agent never forks a shim itself: it starts a ``ForkServer``, a
+single-threaded process that waits on a socket and forks each shim on request.
+The server is a fresh interpreter (started by fork and exec, which is safe from
+a threaded caller) that imports only the runtime (``ForkServer.start`` says why:
+the shims' memory).
 
 Requests and answers are pickled over a private socketpair between a parent and
 the child it started: both ends are the same program, nobody else holds the socket.
@@ -104,7 +105,7 @@ class ForkServer:
 
     @classmethod
     def start(cls) -> ForkServer:
-        """Start the server. Call this before the caller starts any thread.
+        """Start the server (from any thread: it is started with fork and exec).
 
         The server is a fresh interpreter (``python -c``, the caller's ``sys.path``)
         that imports only the runtime, not a fork of the caller: every shim is forked
@@ -115,11 +116,7 @@ class ForkServer:
         ``subprocess``, which imports ``threading``, only here: threading's handler
         alone delays every forked child's first step by ~0.4 ms.)"""
         import subprocess
-        import threading
 
-        if threading.active_count() > 1:
-            raise SetupError("start the fork server before any thread: "
-                             f"{threading.active_count()} threads run already")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             process = subprocess.Popen(

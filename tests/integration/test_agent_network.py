@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +39,7 @@ from agent.network import (
     remove_netns,
     run_in_netns,
 )
+from agent.network.netns import _in_thread, create_namespace
 from agent.network.rtnl import Rtnl
 from tests.conftest import need, need_root
 
@@ -463,3 +465,34 @@ def test_a_failed_hold_leaves_no_namespace(node: Node) -> None:
     held = node.net.hold_namespaces("uid-f", "web-f")  # and it can be held afresh
     assert held.ipc is not None and held.uts is not None
     node.net.release_namespaces("uid-f")
+
+
+def test_namespace_threads_are_reused_and_go_back_home(node: Node) -> None:
+    """A job may make or enter namespaces; its thread then returns to the agent's
+    own, and the next job on it starts there."""
+    def where() -> tuple[int, tuple[int, ...]]:
+        return threading.get_native_id(), tuple(
+            os.stat(f"/proc/thread-self/ns/{kind}").st_ino for kind in ("net", "ipc", "uts"))
+
+    home = where()[1]
+    tid, inside = run_in_netns(node.netns, where)
+    assert inside[0] == os.stat(node.netns).st_ino and inside[1:] == home[1:]
+    made = node.net.namespaces_dir("uid-t") / "uts"
+    create_namespace(made, "uts", hostname="pt-reused")
+    try:
+        assert os.uname().nodename != "pt-reused"
+        # One job at a time here: the same thread each time, back in the agent's.
+        again, after = _in_thread(where)
+        assert again == tid and after == home
+
+        def fails() -> None:
+            raise OSError(errno.EPERM, "refused on purpose")
+
+        with pytest.raises(OSError, match="refused on purpose"):
+            run_in_netns(node.netns, fails)
+        assert _in_thread(where) == (tid, home)
+        # A job that itself asks for a namespace thread gets another one.
+        nested = run_in_netns(node.netns, lambda: _in_thread(where))
+        assert nested[1] == home and nested[0] != tid
+    finally:
+        node.net.release_namespaces("uid-t")

@@ -5,7 +5,9 @@
       index.json               names → manifests (annotation org.opencontainers.image.ref.name)
       blobs/sha256/<hex>       manifests, configs, compressed layers; only verified bytes
       layers/sha256/<hex>      each layer unpacked once, by diff id: overlayfs lower dirs
-      holders/<holder>         the manifest digest a holder (a container) uses
+      holders/<holder>         the manifest digest a holder (a container) uses: a hard
+                               link to held/<hex> (no new inode per container)
+      held/<hex>               the digest <hex> of an image in use, one file per image
       ingest/  locks/          partial downloads; flock files
 
 ROOT is itself a valid OCI layout, so other tools can read it (``oci:ROOT:NAME``).
@@ -72,8 +74,9 @@ class ImageStore:
         self.locks_dir = self.root / "locks"
         self.index_path = self.root / "index.json"
         self.holders_dir = self.root / "holders"
+        self.held_dir = self.root / "held"
         for d in (self.blobs_dir, self.layers_dir, self.ingest_dir, self.locks_dir,
-                  self.holders_dir):
+                  self.holders_dir, self.held_dir):
             d.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
@@ -204,7 +207,7 @@ class ImageStore:
         digest = self.resolve(name)
         with locked(self.locks_dir / "index.lock"):
             if _read_holder(path) != digest:  # an adopted container holds it already
-                write_atomic(path, digest.encode(), sync=False)
+                self._link_holder(path, digest)
         return digest
 
     def release(self, holder: str) -> None:
@@ -233,6 +236,9 @@ class ImageStore:
             roots = {d.digest for d in self.names().values()} | set(self._holders().values())
             blobs, diff_ids = self._reachable(roots)
             removed = _layers.sweep(self, blobs, diff_ids)
+            for entry in os.scandir(self.held_dir):
+                if entry.stat().st_nlink == 1:  # no holder links to it any more
+                    os.unlink(entry.path)
         return removed
 
     def _reachable(self, roots: set[str]) -> tuple[set[str], set[str]]:
@@ -255,15 +261,16 @@ class ImageStore:
                 diff_ids.update(parse_config(self.read_blob(manifest.config.digest)).diff_ids)
         return blobs, diff_ids
 
-    # A holder's file is written at every container start and removed at its removal,
+    # A holder's file is made at every container start and removed at its removal,
     # under the index lock, so an fsync there would make every start wait on the
-    # disk and on each other. One file per holder, so a start writes a few bytes
-    # whatever the number of containers. They are not synced, because nothing they
-    # hold outlives an OS crash:
+    # disk and on each other. One file per holder, so a start adds one name
+    # whatever the number of containers: a hard link to the image's held/ file
+    # (``_link_holder``). They are not synced, because nothing they hold outlives
+    # an OS crash:
     #
-    # - A process crash (the agent, the command line) cannot tear one: the temp
-    #   file's bytes are in the page cache and the rename is atomic, so every
-    #   reader, then or later, sees the old or the new file whole.
+    # - A process crash (the agent, the command line) cannot tear one: a held/
+    #   file is written to a temp file and renamed, a link is made whole or not
+    #   at all, so every reader, then or later, sees the old or the new file whole.
     # - An OS crash may leave files missing, left over, empty or with zeroed blocks,
     #   as the filesystem kept of the unsynced writes. But every holder is a
     #   container, none survives an OS crash, and one started after it records
@@ -275,6 +282,25 @@ class ImageStore:
             raise ValueError(f"holder {holder!r} is not a container ID (letters, digits "
                              "and _ . + -, not starting with a symbol)")
         return self.holders_dir / holder
+
+    # A file of its own per holder would be an inode per container start, and
+    # allocating one is not free: ext4 without a journal looks past every inode
+    # freed in the last minutes, which cost 0.7 ms a start here, and more after each
+    # burst of deletions. So every holder of an image is a hard link to one file,
+    # held/<hex>, made once; its content, the digest, is read through any name.
+    def _link_holder(self, path: Path, digest: str) -> None:
+        """Under the index lock: ``path`` becomes a name of the image's held/ file."""
+        pin = self.held_dir / hex_of(digest)
+        if _read_holder(pin) != digest:  # none yet, or one an OS crash left torn
+            write_atomic(pin, digest.encode(), sync=False)  # a new inode: links to
+            #                                                 the old one keep it
+        try:
+            os.link(pin, path)
+        except FileExistsError:  # a file naming another image, or a torn one
+            replacement = path.with_name(f".{path.name}.link")
+            replacement.unlink(missing_ok=True)
+            os.link(pin, replacement)
+            os.replace(replacement, path)
 
     def _holders(self) -> dict[str, str]:
         found = {}

@@ -144,6 +144,34 @@ def test_marking_in_use_neither_syncs_nor_rewrites_what_is_recorded(
     assert list(store.holders_dir.iterdir()) == []
 
 
+def test_holders_of_an_image_are_links_to_one_file(store: ImageStore) -> None:
+    # A container start adds a name, not an inode (see ImageStore._link_holder).
+    digest = add_image(store, "app:1", [tar_of({"a": b"a"})])
+    other = add_image(store, "app:2", [tar_of({"b": b"b"})])
+    for holder in ("container-1", "container-2"):
+        store.mark_in_use("app:1", holder)
+    one, two = ((store.holders_dir / h).stat() for h in ("container-1", "container-2"))
+    assert one.st_ino == two.st_ino and one.st_nlink == 3  # and held/<hex>
+    # An adopted container found holding another image is moved to its file.
+    store.mark_in_use("app:2", "container-2")
+    assert (store.holders_dir / "container-2").read_text() == other
+    assert store.holders("app:1") == ["container-1"]
+    assert sorted(p.name for p in store.holders_dir.iterdir()) == ["container-1", "container-2"]
+    # A held file an OS crash left torn is written anew; a holder linked to it
+    # before held nothing (it did not survive the crash either).
+    held = store.held_dir / digest.removeprefix("sha256:")
+    held.write_bytes(b"\0" * 71)  # in place: every link to it sees the zeros
+    assert store.holders("app:1") == []
+    store.mark_in_use("app:1", "container-3")
+    assert store.holders("app:1") == ["container-3"]
+    assert held.stat().st_ino != one.st_ino
+    # Prune drops the held files no holder links to any more.
+    for holder in ("container-1", "container-2", "container-3"):
+        store.release(holder)
+    store.prune()
+    assert list(store.held_dir.iterdir()) == []
+
+
 def test_a_holder_must_be_a_plain_name(store: ImageStore) -> None:
     add_image(store, "app:1", [tar_of({"a": b"a"})])
     for bad in ("", "..", "../x", "a/b", ".hidden"):

@@ -8,6 +8,7 @@ namespaces and cgroups the agents leave are removed by `close()`.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -121,6 +122,10 @@ class AgentNode(Process):
         rt = self.runtime()
         for state in rt.containers():
             rt.delete(state.id, force=True)
+        # A start the agent asked for just before it died goes on in its shim and
+        # may end after the loop above looked: end whatever still runs in the
+        # node's cgroups (started for this node, so ours), by PID.
+        kill_cgroup_processes(self.cgroup_parent)
         for sub in ("netns", "agent/pods"):
             base = self.root / sub
             for entry in sorted(base.rglob("*"), reverse=True) if base.is_dir() else []:
@@ -134,16 +139,46 @@ class AgentNode(Process):
         unmount_state_tmpfs(self.root)
 
 
-def remove_cgroup_dirs(path: str) -> None:
-    """Removes an (empty) cgroup path from every hierarchy, deepest first."""
+def _cgroup_trees(path: str) -> list[Path]:
+    """``path`` in every cgroup hierarchy that has it."""
     root = Path("/sys/fs/cgroup")
-    for hierarchy in [root, *root.iterdir()] if root.is_dir() else []:
-        top = hierarchy / path
-        if not top.is_dir():
-            continue
-        for directory in sorted((d for d in top.rglob("*") if d.is_dir()), reverse=True):
-            directory.rmdir()
-        top.rmdir()
+    return [top for top in ([root / path, *(h / path for h in root.iterdir())]
+                            if root.is_dir() else []) if top.is_dir()]
+
+
+def kill_cgroup_processes(path: str, timeout: float = 5.0) -> None:
+    """SIGKILLs every process in the cgroup tree ``path`` and waits until none is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = {int(line) for top in _cgroup_trees(path)
+                for procs in top.rglob("cgroup.procs") for line in procs.read_text().split()}
+        if not pids:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cgroup {path}: processes {sorted(pids)} outlived SIGKILL")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
+def remove_cgroup_dirs(path: str, timeout: float = 5.0) -> None:
+    """Removes an (empty) cgroup path from every hierarchy, deepest first; a cgroup
+    whose last process was just killed is busy for a moment, so EBUSY is retried."""
+    for top in _cgroup_trees(path):
+        for directory in [*sorted((d for d in top.rglob("*") if d.is_dir()), reverse=True),
+                          top]:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    directory.rmdir()
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
 
 def _unmount_quietly(path: Path) -> None:

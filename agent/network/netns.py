@@ -1,26 +1,26 @@
 """Network namespaces held open by a bind mount, and running code inside one.
 
-Both are done on a thread of their own, never a fork: ``unshare(CLONE_NEWNET)``
-and ``setns`` change only the calling thread, so the agent (which runs gRPC
-threads) can create and enter namespaces safely. A netlink socket, or a process
-started from such a thread, belongs to the thread's namespace for its whole life.
+Both are done by the calling thread, never a fork: ``unshare`` and ``setns`` of a
+network, IPC or UTS namespace change only the calling thread, so the agent (which
+runs gRPC threads) can make and enter namespaces safely. A netlink socket, or a
+process started from such a thread, belongs to the thread's namespace for its
+whole life. Once done, the thread ``setns``es back to the namespaces it was in.
 
-The threads are kept and reused (``_Threads``): starting one took 0.14 ms of CPU
-here, and the agent enters or makes namespaces twice per pod start. After each
-job a thread goes back to the agent's own network, IPC and UTS namespaces with
-``setns``; one that cannot is not reused.
+(Handing the work to another thread, new or pooled, cost more: under a burst of
+pod starts the caller often lost the CPU right after waking the helper, still
+holding the GIL, and the agent stalled; py-spy saw about 1.2 ms of it a pod.)
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import queue
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TypeVar, overload
 
 from agent.errors import NetworkError
 from runtime.syscalls import (
@@ -40,101 +40,28 @@ _syscalls = LinuxSyscalls()
 NAMESPACE_FLAGS = {"net": CLONE_NEWNET, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
 _WORDS = {"net": "network", "ipc": "ipc", "uts": "uts"}
 
-_MAX_IDLE = 8  # threads kept waiting: as many as pods start at once, and some
 
-
-class _Thread:
-    """One thread that runs the jobs it is given, each then leaving it in the
-    process's own network, IPC and UTS namespaces (the main thread's:
-    ``/proc/self/ns``): a job may change those three, and nothing else of its
-    thread that outlives it."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
-        self.usable = True
-        # Opened here, by the caller: the homes are the process's, whichever thread
-        # (even one inside a pod's namespace) starts this one.
-        self._home = [(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag)
-                      for kind, flag in NAMESPACE_FLAGS.items()]
-        threading.Thread(target=self._serve, name="podium-netns", daemon=True).start()
-
-    def run(self, fn: Callable[[], T]) -> tuple[bool, Any]:
-        """``fn``'s outcome: (True, what it returned) or (False, what it raised)."""
-        self._jobs.put(fn)
-        return self._results.get()
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _serve(self) -> None:
-        home = self._go_home()  # its starter may have been inside a pod's namespace
+def _and_back(fn: Callable[[], T]) -> T:
+    """``fn()``, which may make or enter network, IPC and UTS namespaces; then the
+    calling thread goes back to the ones it was in (a nested call included)."""
+    saved = [(os.open(f"/proc/thread-self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag)
+             for kind, flag in NAMESPACE_FLAGS.items()]
+    try:
+        return fn()
+    finally:
         try:
-            while (job := self._jobs.get()) is not None:
-                if not home:
-                    self._results.put((False, NetworkError(
-                        "namespace thread: cannot enter the agent's own namespaces")))
-                    continue  # until stopped: an unusable thread is not put back
-                try:
-                    outcome: tuple[bool, Any] = (True, job())
-                except BaseException as e:  # handed to the caller's thread
-                    outcome = (False, e)
-                home = self._go_home()  # before answering: the caller then knows
-                self._results.put(outcome)
-        finally:
-            for fd, _ in self._home:
-                os.close(fd)
-
-    def _go_home(self) -> bool:
-        """Into the process's namespaces; False (and ``usable`` no more) if not."""
-        try:
-            for fd, flag in self._home:
+            for fd, flag in saved:
                 _syscalls.setns(fd, flag)
-        except OSError:
-            self.usable = False
-            return False
-        return True
-
-
-class _Threads:
-    """The idle ``_Thread``s; a caller takes one, or starts one when none waits."""
-
-    def __init__(self) -> None:
-        self._idle: list[_Thread] = []
-        self._lock = threading.Lock()
-
-    def run(self, fn: Callable[[], T]) -> T:
-        with self._lock:
-            thread = self._idle.pop() if self._idle else None
-        if thread is None:
-            thread = _Thread()
-        outcome = None
-        try:
-            outcome = thread.run(fn)
+        except OSError as e:
+            # This thread would go on in a pod's namespace, its sockets and commands
+            # with it: stop the agent rather (its containers run on; a new agent
+            # adopts them).
+            sys.stderr.write(f"podium-agent: cannot return a thread to its namespaces "
+                             f"({e.strerror}): stopping\n")
+            os._exit(70)
         finally:
-            # Not put back unanswered (the caller interrupted): its answer would go
-            # to the next caller.
-            self._put_back(thread, outcome is not None)
-        ok, value = outcome
-        if not ok:
-            raise value
-        result: T = value
-        return result
-
-    def _put_back(self, thread: _Thread, answered: bool) -> None:
-        with self._lock:
-            if answered and thread.usable and len(self._idle) < _MAX_IDLE:
-                self._idle.append(thread)
-                return
-        thread.stop()
-
-
-_threads = _Threads()
-
-
-def _in_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a namespace thread and hand back its result or exception."""
-    return _threads.run(fn)
+            for fd, _ in saved:
+                os.close(fd)
 
 
 def run_in_netns(path: Path | None, fn: Callable[[], T]) -> T:
@@ -155,7 +82,7 @@ def run_in_netns(path: Path | None, fn: Callable[[], T]) -> T:
             os.close(fd)
         return fn()
 
-    return _in_thread(entered)
+    return _and_back(entered)
 
 
 def create_namespace(path: Path, kind: str = "net", hostname: str | None = None) -> None:
@@ -168,12 +95,13 @@ def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None,
                       inside: Callable[[], T] | None = None) -> T | None:
     """Make a new namespace of each kind in ``paths`` (net, ipc, uts) and bind it at
     its path (which must not exist); a new UTS namespace gets ``hostname``. Then
-    ``inside()``, if given, runs in them, in the thread that made them, and this
-    returns what it returned: a socket it opened stays in the new namespace.
+    ``inside()``, if given, runs in them, and this returns what it returned: a
+    socket it opened stays in the new namespace. The calling thread does it all,
+    then goes back to its own namespaces.
 
-    One thread and one unshare for all of them (a pod's IPC and UTS namespaces are
-    made at every pod start, so a thread and a system call each count). All or
-    none: on a failure, ``inside``'s too, what this call made is removed.
+    One unshare for all of them (a pod's IPC and UTS namespaces are made at every
+    pod start, so each system call counts). All or none: on a failure,
+    ``inside``'s too, what this call made is removed.
     """
     flags = 0
     for kind, path in paths.items():
@@ -217,7 +145,7 @@ def create_namespaces(paths: Mapping[str, Path], hostname: str | None = None,
                     remove_namespace(path)  # bound or still a bare file: both go
             raise
 
-    return _in_thread(make)
+    return _and_back(make)
 
 
 @overload

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,7 +38,7 @@ from agent.network import (
     remove_netns,
     run_in_netns,
 )
-from agent.network.netns import _in_thread, create_namespace
+from agent.network.netns import create_namespaces
 from agent.network.rtnl import Rtnl
 from tests.conftest import need, need_root
 
@@ -467,32 +466,38 @@ def test_a_failed_hold_leaves_no_namespace(node: Node) -> None:
     node.net.release_namespaces("uid-f")
 
 
-def test_namespace_threads_are_reused_and_go_back_home(node: Node) -> None:
-    """A job may make or enter namespaces; its thread then returns to the agent's
-    own, and the next job on it starts there."""
-    def where() -> tuple[int, tuple[int, ...]]:
-        return threading.get_native_id(), tuple(
-            os.stat(f"/proc/thread-self/ns/{kind}").st_ino for kind in ("net", "ipc", "uts"))
+def test_a_thread_goes_back_to_its_namespaces(node: Node) -> None:
+    """Making or entering namespaces is done by the calling thread, which then
+    returns to the namespaces it was in: after a failure too, and from a nested call."""
 
-    home = where()[1]
-    tid, inside = run_in_netns(node.netns, where)
+    def where() -> tuple[int, ...]:
+        return tuple(os.stat(f"/proc/thread-self/ns/{kind}").st_ino
+                     for kind in ("net", "ipc", "uts"))
+
+    home = where()
+    inside = run_in_netns(node.netns, where)
     assert inside[0] == os.stat(node.netns).st_ino and inside[1:] == home[1:]
+    assert where() == home
     made = node.net.namespaces_dir("uid-t") / "uts"
-    create_namespace(made, "uts", hostname="pt-reused")
     try:
-        assert os.uname().nodename != "pt-reused"
-        # One job at a time here: the same thread each time, back in the agent's.
-        again, after = _in_thread(where)
-        assert again == tid and after == home
+        made_inside = create_namespaces({"uts": made}, hostname="pt-back", inside=where)
+        assert made_inside is not None and made_inside[2] == os.stat(made).st_ino and made_inside[:2] == home[:2]
+        assert where() == home and os.uname().nodename != "pt-back"
 
         def fails() -> None:
             raise OSError(errno.EPERM, "refused on purpose")
 
         with pytest.raises(OSError, match="refused on purpose"):
             run_in_netns(node.netns, fails)
-        assert _in_thread(where) == (tid, home)
-        # A job that itself asks for a namespace thread gets another one.
-        nested = run_in_netns(node.netns, lambda: _in_thread(where))
-        assert nested[1] == home and nested[0] != tid
+        assert where() == home
+        # Nested: the inner call returns to the outer one's namespace, not further.
+        def nested() -> tuple[tuple[int, ...], tuple[int, ...]]:
+            before = where()
+            run_in_netns(node.netns, where)
+            return before, where()
+
+        before, after = run_in_netns(node.netns, nested)
+        assert before == after and before[0] == os.stat(node.netns).st_ino
+        assert where() == home
     finally:
         node.net.release_namespaces("uid-t")

@@ -35,6 +35,11 @@ ERROR_RETRY_MIN = 0.2
 ERROR_RETRY_MAX = 30.0
 # Longest wait on the watch in run(), so `stop` is noticed this fast.
 MAX_WAIT = 0.2
+# Once a change wakes a running controller, it lets more arrive for this long
+# before it reconciles: under a burst (a pod changes four times as it starts),
+# each controller then wakes once per period instead of once per change, as
+# Kubernetes batches its endpoint updates.
+SETTLE = 0.02
 # Every key is reconciled this often even if nothing changes.
 RESYNC = 30.0
 
@@ -106,9 +111,10 @@ class Controller(abc.ABC):
         """Keys reconciled every RESYNC seconds even without changes."""
         return ()
 
-    def step(self, timeout: float = 0.0) -> None:
-        """One pass; waits up to `timeout` for a change if none is due."""
-        for notice in self.informer.sync(timeout):
+    def step(self, timeout: float = 0.0, settle: float = 0.0) -> None:
+        """One pass; waits up to `timeout` for a change if none is due, then
+        `settle` more for others (Informer.sync)."""
+        for notice in self.informer.sync(timeout, settle):
             for key in self.keys_for(notice):
                 self.queue.add(key)
         if self.clock() >= self._next_resync:
@@ -145,7 +151,7 @@ class Controller(abc.ABC):
             due = self.queue.next_in()
             timeout = MAX_WAIT if due is None else min(due, MAX_WAIT)
             try:
-                self.step(timeout)
+                self.step(timeout, SETTLE)
                 failures = 0
             except Exception:
                 failures += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterable
 
 from proto.podium.v1 import cluster_pb2
@@ -64,14 +65,17 @@ class Informer:
 
     # --- keeping current ---
 
-    def sync(self, timeout: float = 0.0) -> list[Notice]:
-        """Lists if needed, else waits up to `timeout` for the first change
-        and drains the rest; returns what changed."""
+    def sync(self, timeout: float = 0.0, settle: float = 0.0) -> list[Notice]:
+        """Lists if needed, else waits up to `timeout` for the first change,
+        lets more arrive for `settle` seconds, and drains them all; returns
+        what changed."""
         if self._watch is None:
             return self._relist()
         notices: list[Notice] = []
         try:
             change = self._watch.next(timeout)
+            if change is not None and settle > 0:
+                time.sleep(settle)
             while change is not None:  # of our kinds only: the watch names them
                 notice = self._apply(change.type, change.object, change.revision)
                 if notice is not None:

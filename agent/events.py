@@ -51,6 +51,7 @@ COMPONENT = "podium-agent"
 NORMAL, WARNING = "Normal", "Warning"
 CALL_TIMEOUT = 10.0  # seconds for one send: a hung scheduler must not hang the thread
 BATCH = 100  # Events in one call at most (the scheduler takes up to 200)
+SETTLE = 0.05  # seconds the sender lets a burst of Events gather before it calls
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
@@ -129,13 +130,14 @@ class LinkRecorder:
                  stop: threading.Event | None = None, capacity: int = 1000,
                  window: float = 600.0, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 retry_delay: float = 1.0) -> None:
+                 retry_delay: float = 1.0, settle: float = SETTLE) -> None:
         self.stub, self.node_name = stub, node_name
         self.is_scheduler_pod = is_scheduler_pod
         self.stop = stop if stop is not None else threading.Event()
         self.capacity, self.window = capacity, window
         self.clock, self.wall = clock, wall
         self.retry_delay = retry_delay
+        self.settle = settle
         self.dropped = 0  # new Events that found the queue full
         self.sent = 0  # events the scheduler answered for
         self._logger = LogRecorder()
@@ -196,8 +198,11 @@ class LinkRecorder:
             with self._cv:
                 while not self._queue and not self.stop.is_set():
                     self._cv.wait()
-                if self.stop.is_set():
-                    return
+            # Nobody waits on an Event: let the others of its burst gather, for one
+            # call and one wake-up of this thread where there would be many.
+            if self.stop.wait(self.settle):
+                return
+            with self._cv:
                 names = list(itertools.islice(self._queue, BATCH))
                 memos = [self._queue.pop(name) for name in names]
                 events = []

@@ -161,6 +161,20 @@ def test_repeats_coalesce_into_one_event_with_a_count(served_events: Served) -> 
         stopped(rec, thread)
 
 
+def test_events_of_a_burst_gather_into_one_call(served_events: Served) -> None:
+    fake = served_events.fake
+    assert isinstance(fake, EventCluster)
+    rec = recorder(served_events, Clock(), settle=0.5)
+    thread = running(rec)
+    try:
+        for name in ("a", "b", "c"):  # the first wakes the sender, which waits for more
+            rec.event(make_pod(name), "Started", "Started container c")
+        wait_for("the events", lambda: len(fake.events) == 3)
+        assert len(fake.batches) == 1
+    finally:
+        stopped(rec, thread)
+
+
 def test_a_batch_is_sent_again_after_an_outage_and_refusals_are_logged(
         served_events: Served, caplog: pytest.LogCaptureFixture) -> None:
     fake = served_events.fake

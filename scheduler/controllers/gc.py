@@ -68,8 +68,7 @@ class GarbageCollector(Controller):
         return keys
 
     def _dependents(self, uid: str) -> list[Key]:
-        return [key_of(o) for o in self.informer.all()
-                if any(r.uid == uid for r in meta(o).owner_references)]
+        return self.informer.dependents(uid)
 
     def resync_keys(self) -> Iterable[Key]:
         return [key_of(o) for o in self.informer.all() if meta(o).owner_references]
@@ -78,8 +77,8 @@ class GarbageCollector(Controller):
         obj = self.informer.get(key)
         if obj is None:
             return None
-        uids = {meta(o).uid for o in self.informer.all()}
-        cached = decide(obj, lambda ref, _: ref.kind not in KINDS or ref.uid in uids)
+        cached = decide(obj, lambda ref, _: ref.kind not in KINDS
+                        or self.informer.has_uid(ref.uid))
         if cached is None:
             return None
         # The cache says an owner is gone: make sure with the cluster itself.

@@ -9,6 +9,12 @@ seen before the ReplicaSet that created it.
 Own writes are recorded at once (`record`, `forget`); a change older than
 what the cache holds (its echo, or anything before it) is ignored by
 comparing revisions.
+
+The cache is indexed by kind, by uid and by owner uid, so that `objects`,
+`has_uid` and `dependents` cost what they return, not a walk over every
+object: controllers ask them for each change, and a walk per change made a
+burst of N changes cost N². Every change of the cache goes through `_put`
+and `_drop`, which keep the indexes.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class Informer:
         self._cluster = cluster
         self.kinds = tuple(kinds)
         self._objects: dict[Key, cluster_pb2.Object] = {}
+        self._by_kind: dict[str, dict[Key, cluster_pb2.Object]] = {}
+        self._by_uid: dict[str, Key] = {}
+        self._by_owner: dict[str, set[Key]] = {}  # an owner's uid → its dependents
         # Keys we deleted: changes at or below the revision are stale echoes.
         self._gone: dict[Key, int] = {}
         self._watch: Watch | None = None
@@ -56,12 +65,22 @@ class Informer:
         return self._objects.get(key)
 
     def objects(self, kind: str, namespace: str = "") -> list[cluster_pb2.Object]:
-        ns = scope(kind, namespace) if namespace else ""
-        return [obj for key, obj in self._objects.items()
-                if key.kind == kind and (not ns or key.namespace == ns)]
+        of_kind = self._by_kind.get(kind, {})
+        if not namespace:
+            return list(of_kind.values())
+        ns = scope(kind, namespace)
+        return [obj for key, obj in of_kind.items() if key.namespace == ns]
 
     def all(self) -> list[cluster_pb2.Object]:
         return list(self._objects.values())
+
+    def has_uid(self, uid: str) -> bool:
+        """Whether an object with this uid is cached."""
+        return uid in self._by_uid
+
+    def dependents(self, uid: str) -> list[Key]:
+        """The cached objects with an owner reference to this uid."""
+        return sorted(self._by_owner.get(uid, ()))
 
     # --- keeping current ---
 
@@ -111,7 +130,9 @@ class Informer:
                 notices.append(Notice(EventType.ADDED, obj, None))
             elif old != obj:
                 notices.append(Notice(EventType.MODIFIED, obj, old))
-        self._objects = fresh
+        self._objects, self._by_kind, self._by_uid, self._by_owner = {}, {}, {}, {}
+        for key, obj in fresh.items():
+            self._put(key, obj)
         self._gone.clear()
         return notices
 
@@ -122,13 +143,13 @@ class Informer:
             self._gone.pop(key, None)
             if old is None or _rv(old) > revision:
                 return None
-            del self._objects[key]
+            self._drop(key)
             return Notice(type, obj, old)
         if old is not None and _rv(old) >= revision:
             return None
         if old is None and self._gone.get(key, -1) >= revision:
             return None
-        self._objects[key] = obj
+        self._put(key, obj)
         return Notice(EventType.ADDED if old is None else EventType.MODIFIED, obj, old)
 
     def record(self, obj: cluster_pb2.Object) -> None:
@@ -136,14 +157,51 @@ class Informer:
         key = key_of(obj)
         old = self._objects.get(key)
         if old is None or _rv(old) <= _rv(obj):
-            self._objects[key] = obj
+            self._put(key, obj)
             self._gone.pop(key, None)
 
     def forget(self, key: Key, last: cluster_pb2.Object | None) -> None:
         """Our own delete; `last` is the object as last stored, if known."""
-        old = self._objects.pop(key, None)
+        old = self._drop(key)
         stale = max(_rv(last) if last is not None else 0, _rv(old) if old is not None else 0)
         self._gone[key] = stale
+
+    # --- the cache and its indexes: every change goes through these two ---
+
+    def _put(self, key: Key, obj: cluster_pb2.Object) -> None:
+        old = self._objects.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self._objects[key] = obj  # a key already there keeps its place
+        self._by_kind.setdefault(key.kind, {})[key] = obj
+        m = meta(obj)
+        if m.uid:
+            self._by_uid[m.uid] = key
+        for ref in m.owner_references:
+            self._by_owner.setdefault(ref.uid, set()).add(key)
+
+    def _drop(self, key: Key) -> cluster_pb2.Object | None:
+        old = self._objects.pop(key, None)
+        if old is None:
+            return None
+        of_kind = self._by_kind[key.kind]
+        del of_kind[key]
+        if not of_kind:
+            del self._by_kind[key.kind]
+        self._unindex(key, old)
+        return old
+
+    def _unindex(self, key: Key, old: cluster_pb2.Object) -> None:
+        """Takes ``old`` out of the uid and owner indexes."""
+        m = meta(old)
+        if self._by_uid.get(m.uid) == key:
+            del self._by_uid[m.uid]
+        for ref in m.owner_references:
+            dependents = self._by_owner.get(ref.uid)
+            if dependents is not None:
+                dependents.discard(key)
+                if not dependents:
+                    del self._by_owner[ref.uid]
 
     def _close_watch(self) -> None:
         if self._watch is not None:

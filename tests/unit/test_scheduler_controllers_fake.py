@@ -341,3 +341,35 @@ def test_informer_keeps_a_pod_created_again_under_the_same_name() -> None:
     inf.sync()
     got = inf.get(key_of(again))
     assert got is not None and meta(got).uid == meta(again).uid
+
+
+def test_informer_indexes_follow_every_change() -> None:
+    c = FakeCluster()
+    owner = c.create(make_pod("owner"))
+    owner_uid = meta(owner).uid
+    dependent = make_pod("dep")
+    meta(dependent).owner_references.add(kind="Pod", name="owner", uid=owner_uid)
+    dependent = c.create(dependent)
+    inf = Informer(c, ("Pod", "Node"))
+    inf.sync()  # listed
+    dep_key = key_of(dependent)
+    assert inf.dependents(owner_uid) == [dep_key]
+    assert inf.has_uid(owner_uid) and inf.has_uid(meta(dependent).uid)
+    assert inf.objects("Node") == [] and len(inf.objects("Pod", "default")) == 2
+    # Watched: the reference dropped, then the owner deleted.
+    changed = c.get(dep_key)
+    del meta(changed).owner_references[:]
+    c.update(changed)
+    inf.sync()
+    assert inf.dependents(owner_uid) == []
+    c.delete(key_of(owner))
+    inf.sync()
+    assert not inf.has_uid(owner_uid)
+    # Own writes: recorded with a reference again, then forgotten.
+    again = c.get(dep_key)
+    meta(again).owner_references.add(kind="Pod", name="owner", uid=owner_uid)
+    inf.record(c.update(again))
+    assert inf.dependents(owner_uid) == [dep_key]
+    inf.forget(dep_key, c.delete(dep_key))
+    assert inf.dependents(owner_uid) == [] and inf.objects("Pod") == []
+    assert not inf.has_uid(meta(dependent).uid)

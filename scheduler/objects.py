@@ -62,7 +62,12 @@ def kind_of(obj: cluster_pb2.Object) -> str:
 
 def inner(obj: cluster_pb2.Object) -> Message:
     """The kind's message inside `obj` (a Pod, a Node, ...)."""
-    return getattr(obj, KINDS[kind_of(obj)])  # type: ignore[no-any-return]
+    # The oneof's field name is the attribute: no detour through the kind's name
+    # (this and `meta` run for nearly every object the scheduler touches).
+    field = obj.WhichOneof("kind")
+    if field is None:
+        raise UnknownKind("object holds no kind")
+    return getattr(obj, field)  # type: ignore[no-any-return]
 
 
 def meta(obj: cluster_pb2.Object) -> meta_pb2.ObjectMeta:

@@ -90,7 +90,9 @@ from runtime.images.bases import busybox_rootfs  # noqa: E402
 from tests.support.nodes import (  # noqa: E402
     AgentNode,
     SchedulerProcess,
+    cgroup_trees,
     import_busybox,
+    kill_cgroup_processes,
     remove_cgroup_dirs,
     wait_for,
 )
@@ -384,7 +386,11 @@ class Bench:
         step("scheduler", self.scheduler.kill)
         if self.wire is not None:
             step("wire", self.wire.close)
-        step("cgroup processes", lambda: warnings.extend(kill_cgroup_processes()))
+        def cgroup_processes() -> None:
+            if killed := kill_cgroup_processes(CGROUP):
+                warnings.append(f"killed {len(killed)} processes left in the cgroups")
+
+        step("cgroup processes", cgroup_processes)
         step("cgroups", lambda: remove_cgroup_dirs(CGROUP))
         with open("/proc/self/mountinfo") as f:
             mounts = [line.split()[4] for line in f]
@@ -394,28 +400,6 @@ class Bench:
             subprocess.run(["umount", "-l", target], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return warnings
-
-
-def cgroup_dirs() -> list[Path]:
-    root = Path("/sys/fs/cgroup")
-    found: list[Path] = []
-    for hierarchy in [root, *root.iterdir()]:
-        if (hierarchy / CGROUP).is_dir():
-            found.extend(Path(d) for d, _, _ in os.walk(hierarchy / CGROUP))
-    return found
-
-
-def kill_cgroup_processes() -> list[str]:
-    pids = {int(p) for d in cgroup_dirs() if (d / "cgroup.procs").exists()
-            for p in (d / "cgroup.procs").read_text().split()}
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if pids:
-        time.sleep(0.3)
-    return [f"killed {len(pids)} processes left in the cgroups"] if pids else []
 
 
 def throughput(workers: Workers, cluster_ip: str, pods: list[pod_pb2.Pod], direct: pod_pb2.Pod,
@@ -585,7 +569,7 @@ def main() -> int:
     for tool in ("nsenter", "nft"):
         if shutil.which(tool) is None:
             sys.exit(f"service.py needs {tool}")
-    if cgroup_dirs():
+    if cgroup_trees(CGROUP):
         sys.exit(f"cgroup {CGROUP} exists already: another run, or a leftover")
     signal.signal(signal.SIGTERM, _terminate)
     bench = Bench(Path(tempfile.mkdtemp(prefix="podium-bench-service-")))

@@ -481,7 +481,8 @@ def test_a_thread_goes_back_to_its_namespaces(node: Node) -> None:
     made = node.net.namespaces_dir("uid-t") / "uts"
     try:
         made_inside = create_namespaces({"uts": made}, hostname="pt-back", inside=where)
-        assert made_inside is not None and made_inside[2] == os.stat(made).st_ino and made_inside[:2] == home[:2]
+        assert made_inside is not None
+        assert made_inside[2] == os.stat(made).st_ino and made_inside[:2] == home[:2]
         assert where() == home and os.uname().nodename != "pt-back"
 
         def fails() -> None:

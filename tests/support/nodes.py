@@ -139,21 +139,24 @@ class AgentNode(Process):
         unmount_state_tmpfs(self.root)
 
 
-def _cgroup_trees(path: str) -> list[Path]:
+def cgroup_trees(path: str) -> list[Path]:
     """``path`` in every cgroup hierarchy that has it."""
     root = Path("/sys/fs/cgroup")
     return [top for top in ([root / path, *(h / path for h in root.iterdir())]
                             if root.is_dir() else []) if top.is_dir()]
 
 
-def kill_cgroup_processes(path: str, timeout: float = 5.0) -> None:
-    """SIGKILLs every process in the cgroup tree ``path`` and waits until none is left."""
+def kill_cgroup_processes(path: str, timeout: float = 5.0) -> list[int]:
+    """SIGKILLs every process in the cgroup tree ``path`` and waits until none is
+    left; returns the PIDs it found there first."""
     deadline = time.monotonic() + timeout
+    found: list[int] = []
     while True:
-        pids = {int(line) for top in _cgroup_trees(path)
+        pids = {int(line) for top in cgroup_trees(path)
                 for procs in top.rglob("cgroup.procs") for line in procs.read_text().split()}
+        found = found or sorted(pids)
         if not pids:
-            return
+            return found
         if time.monotonic() > deadline:
             raise AssertionError(f"cgroup {path}: processes {sorted(pids)} outlived SIGKILL")
         for pid in pids:
@@ -167,7 +170,7 @@ def kill_cgroup_processes(path: str, timeout: float = 5.0) -> None:
 def remove_cgroup_dirs(path: str, timeout: float = 5.0) -> None:
     """Removes an (empty) cgroup path from every hierarchy, deepest first; a cgroup
     whose last process was just killed is busy for a moment, so EBUSY is retried."""
-    for top in _cgroup_trees(path):
+    for top in cgroup_trees(path):
         for directory in [*sorted((d for d in top.rglob("*") if d.is_dir()), reverse=True),
                           top]:
             deadline = time.monotonic() + timeout
